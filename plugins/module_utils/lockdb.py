@@ -1,0 +1,780 @@
+# Copyright: teuthology.lab contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The lock database: its schema, its migrations and the lock rules.
+
+Every module, the inventory plugin and the benchmarks go through ``Lab``;
+nothing else writes SQL. Nodes leave this file as plain dicts with the
+fields of ``NODE_FIELDS`` (datetimes as ISO 8601 strings in UTC).
+
+Atomicity: every public method runs in one transaction. On SQLite a write
+transaction takes the write lock up front (``BEGIN IMMEDIATE``) and waits
+for it (busy timeout). On PostgreSQL, lockers select candidates with
+``FOR UPDATE SKIP LOCKED`` so that they don't queue behind each other; a
+request that comes up short that way is retried once with plain
+``FOR UPDATE`` (waiting for the rows other callers hold) before it is
+refused, so a request the free pool can satisfy is never refused because
+another caller happened to be looking at the same rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import os
+import re
+import socket
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ansible_collections.teuthology.lab.plugins.module_utils.host_keys import (
+    HostKeyError,
+    normalize_host_keys,
+)
+
+try:
+    import sqlalchemy as sa
+    from sqlalchemy import exc as sa_exc
+    from sqlalchemy.pool import NullPool
+except ImportError:
+    HAS_SQLALCHEMY = False
+    SQLALCHEMY_IMPORT_ERROR: str | None = traceback.format_exc()
+else:
+    HAS_SQLALCHEMY = True
+    SQLALCHEMY_IMPORT_ERROR = None
+
+DB_ENV = "TEUTHOLOGY_LAB_DB"
+OWNER_ENV = "TEUTHOLOGY_LAB_OWNER"
+DEFAULT_DB_PATH = "~/.local/share/teuthology-lab/lab.db"
+SCHEMA_VERSION = 1
+SQLITE_BUSY_TIMEOUT = 60.0
+# Transactions that PostgreSQL aborts under contention and that are safe to re-run.
+_PG_RETRY_CODES = frozenset({"40001", "40P01"})
+_MAX_ATTEMPTS = 5
+
+NODE_FIELDS = (
+    "name",
+    "machine_type",
+    "arch",
+    "os_type",
+    "os_version",
+    "up",
+    "locked",
+    "locked_by",
+    "locked_since",
+    "description",
+    "vpshost",
+    "ssh_pub_key",
+    "mac_address",
+    "ssh_host",
+    "ssh_port",
+    "lease_expires",
+)
+# The fields an admin sets with teuthology.lab.node (locked_since follows locked).
+SETTABLE_FIELDS = tuple(f for f in NODE_FIELDS if f not in ("name", "locked_since"))
+
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_OWNER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$")
+_HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_LEASE_RE = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_LEASE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_MAX_TOKEN = 255
+_MAX_DESCRIPTION = 4096
+
+
+class LabError(Exception):
+    """An error for the user: bad input, a refused request, an unreachable
+    database. Raised before anything is committed, so nothing changed."""
+
+
+class _Retry(Exception):
+    """PostgreSQL aborted a transaction (deadlock, serialisation): run it again."""
+
+
+# ---------------------------------------------------------------- validation
+
+
+def check_token(what: str, value: str, pattern: re.Pattern[str] = _TOKEN_RE) -> str:
+    """Names, machine types, OS names: letters, digits, '.', '-', '_'."""
+    if not isinstance(value, str) or not value or len(value) > _MAX_TOKEN or not pattern.match(value):
+        allowed = "letters, digits, '.', '-', '_'"
+        if pattern is _OWNER_RE:
+            allowed += ", '@', '+'"
+        elif pattern is _HOST_RE:
+            allowed += ", ':'"
+        raise LabError(f"{what}: {value!r} is not valid (use {allowed}; no whitespace, quotes or shell characters)")
+    return value
+
+
+def check_owner(value: str) -> str:
+    return check_token("owner", value, _OWNER_RE)
+
+
+def check_description(value: str) -> str:
+    if len(value) > _MAX_DESCRIPTION or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise LabError(f"description: {value[:80]!r} is not valid (one line of at most {_MAX_DESCRIPTION} printable characters)")
+    return value
+
+
+def split_list(what: str, value: str | Sequence[str] | None) -> list[str]:
+    """A list given as a YAML list or as a comma-separated string (AWX surveys)."""
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else list(value)
+    out = [str(item).strip() for item in items if str(item).strip()]
+    return [check_token(what, item) for item in dict.fromkeys(out)]
+
+
+def parse_lease(value: str | int | None) -> int | None:
+    """``30m``, ``4h``, ``2d``, ``1w`` or plain seconds -> seconds."""
+    if value is None or value == "":
+        return None
+    match = _LEASE_RE.match(str(value))
+    seconds = int(match.group(1)) * _LEASE_UNITS[match.group(2)] if match else 0
+    if seconds <= 0:
+        raise LabError(f"lease: {value!r} is not a duration (e.g. 3600, 30m, 4h, 2d, 1w)")
+    return seconds
+
+
+def default_owner() -> str:
+    """``TEUTHOLOGY_LAB_OWNER``, else USER@HOSTNAME as teuthology does."""
+    return os.environ.get(OWNER_ENV) or f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def resolve_db_url(db: str | None) -> str:
+    """The database URL: ``db``, else ``TEUTHOLOGY_LAB_DB``, else the embedded SQLite file."""
+    return db or os.environ.get(DB_ENV) or "sqlite:///" + os.path.expanduser(DEFAULT_DB_PATH)
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ***, fit for messages."""
+    return re.sub(r"(://[^/@:]*:)[^@/]*@", r"\1***@", url)
+
+
+def _scrub(message: str, url: str) -> str:
+    """Remove the URL's password from a driver's message, whatever it quoted."""
+    password = sa.engine.make_url(url).password if "://" in url else None
+    message = message.replace(url, mask_url(url))
+    return message.replace(str(password), "***") if password else message
+
+
+def _iso(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.replace(tzinfo=dt.UTC).isoformat()
+    return value
+
+
+def _utcnow() -> dt.datetime:
+    # Stored naive in UTC: SQLite keeps no offset, and both databases must agree.
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _parse_time(what: str, value: str | dt.datetime) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        parsed = value
+    else:
+        try:
+            parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            raise LabError(f"{what}: {value!r} is not an ISO 8601 time (e.g. 2026-11-25T14:00:00Z)") from None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+    return parsed
+
+
+def node_dict(row: Any) -> dict[str, Any]:
+    """A database row as the node dict every piece of the collection passes on."""
+    mapping = row._mapping
+    return {field: _iso(mapping[field]) for field in NODE_FIELDS}
+
+
+# ---------------------------------------------------------------- schema
+
+if HAS_SQLALCHEMY:
+    metadata = sa.MetaData()
+    nodes = sa.Table(
+        "nodes",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("name", sa.String(255), nullable=False, unique=True),
+        sa.Column("machine_type", sa.String(255), nullable=False),
+        sa.Column("arch", sa.String(255)),
+        sa.Column("os_type", sa.String(255)),
+        sa.Column("os_version", sa.String(255)),
+        sa.Column("up", sa.Boolean, nullable=False),
+        sa.Column("locked", sa.Boolean, nullable=False),
+        sa.Column("locked_by", sa.String(255)),
+        sa.Column("locked_since", sa.DateTime),
+        sa.Column("description", sa.Text),
+        sa.Column("vpshost", sa.String(255)),
+        sa.Column("ssh_pub_key", sa.Text),
+        sa.Column("mac_address", sa.String(17)),
+        sa.Column("ssh_host", sa.String(255)),
+        sa.Column("ssh_port", sa.Integer),
+        sa.Column("lease_expires", sa.DateTime),
+        sa.Index("ix_nodes_pool", "machine_type", "locked", "up"),
+        sa.Index("ix_nodes_locked_by", "locked_by"),
+    )
+    events = sa.Table(
+        "events",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        # The node's name, not a foreign key: history outlives removed nodes.
+        sa.Column("node", sa.String(255), nullable=False, index=True),
+        sa.Column("action", sa.String(32), nullable=False),
+        sa.Column("actor", sa.String(255), nullable=False),
+        sa.Column("time", sa.DateTime, nullable=False),
+        sa.Column("details", sa.JSON),
+    )
+    lab_schema = sa.Table("lab_schema", metadata, sa.Column("version", sa.Integer, nullable=False))
+
+# Migrations from version N-1 to N, applied in order to an existing database
+# (a new database is created at SCHEMA_VERSION directly). Add a function and
+# raise SCHEMA_VERSION when the tables above change.
+MIGRATIONS: dict[int, Callable[[Any], None]] = {}
+
+# ---------------------------------------------------------------- engine
+
+
+def _sqlite_engine(url: Any, text: str) -> Any:
+    path = url.database
+    if not path or path == ":memory:":
+        raise LabError(f"db: {mask_url(text)!r} names no file; use sqlite:////absolute/path/lab.db")
+    path = os.path.abspath(os.path.expanduser(path))
+    directory = os.path.dirname(path)
+    if path == os.path.expanduser(DEFAULT_DB_PATH):
+        os.makedirs(directory, exist_ok=True)
+    elif not os.path.isdir(directory):
+        raise LabError(f"db: directory {directory} of {mask_url(text)!r} does not exist")
+    engine = sa.create_engine(url.set(database=path), poolclass=NullPool, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
+        dbapi_connection.isolation_level = None
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("lab_write") else "BEGIN")
+
+    return engine
+
+
+def create_engine(text: str) -> Any:
+    """An engine for a SQLAlchemy URL (SQLite or PostgreSQL), or a LabError."""
+    try:
+        url = sa.engine.make_url(text)
+    except sa_exc.ArgumentError:
+        raise LabError(
+            f"db: {mask_url(text)!r} is not a database URL "
+            "(e.g. sqlite:////var/lib/lab.db or postgresql+psycopg://user:password@host/lab)"
+        ) from None
+    backend = url.get_backend_name()
+    try:
+        if backend == "sqlite":
+            return _sqlite_engine(url, text)
+        if backend == "postgresql":
+            return sa.create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 10})
+    except (sa_exc.NoSuchModuleError, ImportError) as error:
+        raise LabError(f"db: no driver for {mask_url(text)!r}: {error}") from None
+    raise LabError(f"db: {mask_url(text)!r}: unsupported database {backend!r}; use sqlite:/// or postgresql+psycopg://")
+
+
+# ---------------------------------------------------------------- the lab
+
+_T = TypeVar("_T")
+
+
+class Lab:
+    """The lock database behind one URL. ``check_mode`` rolls every write back."""
+
+    def __init__(self, db: str | None = None, *, check_mode: bool = False) -> None:
+        self.url = resolve_db_url(db)
+        self.check_mode = check_mode
+        self.engine = create_engine(self.url)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+        if not self._run(self._schema_is_current, write=False):
+            self._run(self._ensure_schema, keep=True)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- transactions
+
+    @contextmanager
+    def _transaction(self, write: bool, keep: bool) -> Iterator[Any]:
+        """One transaction; in check mode a write is rolled back unless ``keep``."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(lab_write=write)
+                with conn.begin() as tx:
+                    yield conn
+                    if self.check_mode and write and not keep:
+                        tx.rollback()
+        except sa_exc.DBAPIError as error:
+            message = _scrub(str(error.orig), self.url)
+            if getattr(error.orig, "sqlstate", None) in _PG_RETRY_CODES:
+                raise _Retry(message) from None
+            raise LabError(f"db: cannot use database {mask_url(self.url)}: {message}") from None
+
+    def _run(self, fn: Callable[[Any], _T], write: bool = True, keep: bool = False) -> _T:
+        """Run ``fn(conn)`` in one transaction, re-running it if PostgreSQL
+        aborted it for a deadlock or a serialisation failure."""
+        for _attempt in range(_MAX_ATTEMPTS):
+            try:
+                with self._transaction(write, keep) as conn:
+                    return fn(conn)
+            except _Retry as retry:
+                reason = retry
+        raise LabError(f"db: {mask_url(self.url)} aborted the transaction {_MAX_ATTEMPTS} times: {reason}")
+
+    def _schema_is_current(self, conn: Any) -> bool:
+        return sa.inspect(conn).has_table("lab_schema") and (
+            conn.execute(sa.select(lab_schema.c.version)).scalar_one() == SCHEMA_VERSION
+        )
+
+    def _ensure_schema(self, conn: Any) -> None:
+        if self.is_postgres:
+            # One creator at a time; the key is arbitrary but fixed.
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7310012)"))
+        if not sa.inspect(conn).has_table("lab_schema"):
+            metadata.create_all(conn)
+            conn.execute(lab_schema.insert().values(version=SCHEMA_VERSION))
+            return
+        version = conn.execute(sa.select(lab_schema.c.version)).scalar_one()
+        if version > SCHEMA_VERSION:
+            raise LabError(
+                f"db: {mask_url(self.url)} has schema version {version}, newer than this collection's "
+                f"{SCHEMA_VERSION}: upgrade teuthology.lab"
+            )
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            MIGRATIONS[step](conn)
+            conn.execute(lab_schema.update().values(version=step))
+
+    def _record(self, conn: Any, rows: Iterable[dict[str, Any]]) -> None:
+        rows = list(rows)
+        if rows:
+            now = _utcnow()
+            conn.execute(events.insert(), [{"time": now, **row} for row in rows])
+
+    def _select_names(self, conn: Any, names: Sequence[str]) -> list[Any]:
+        """The named nodes, row-locked in name order; unknown names are an error."""
+        rows = conn.execute(
+            sa.select(nodes).where(nodes.c.name.in_(names)).order_by(nodes.c.name).with_for_update()
+        ).all()
+        missing = sorted(set(names) - {row.name for row in rows})
+        if missing:
+            raise LabError(f"names: unknown node{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+        return rows
+
+    # -- locking
+
+    def lock(
+        self,
+        *,
+        owner: str,
+        names: Sequence[str] | None = None,
+        count: int | None = None,
+        machine_types: Sequence[str] | None = None,
+        arch: str | None = None,
+        os_type: str | None = None,
+        os_version: str | None = None,
+        description: str | None = None,
+        lease: str | int | None = None,
+    ) -> tuple[bool, list[dict[str, Any]]]:
+        """Lock ``names``, or ``count`` free nodes of the first of
+        ``machine_types`` that has them all. Returns (changed, nodes)."""
+        check_owner(owner)
+        for what, value in (("arch", arch), ("os_type", os_type), ("os_version", os_version)):
+            if value is not None:
+                check_token(what, value)
+        if description is not None:
+            check_description(description)
+        lease_seconds = parse_lease(lease)
+        request = _LockRequest(owner, arch, os_type, os_version, description, lease_seconds)
+        if names:
+            names = split_list("names", names)
+            if count is not None or machine_types:
+                raise LabError("names: give either names, or count with machine_type, not both")
+            return self._run(lambda conn: self._lock_names(conn, names, request))
+        if count is None or not machine_types:
+            raise LabError("lock needs names, or count with machine_type")
+        if count < 1:
+            raise LabError(f"count: {count} is not a number of nodes (at least 1)")
+        types = split_list("machine_type", machine_types)
+        if self.is_postgres:
+            result = self._run(lambda conn: self._lock_count(conn, count, types, request, skip_locked=True, last=False))
+            if result is not None:
+                return result
+        # Definitive pass: waits for rows other callers hold, returns or raises.
+        return self._run(lambda conn: self._lock_count(conn, count, types, request, skip_locked=False, last=True))
+
+    def _lock_names(self, conn: Any, names: list[str], request: _LockRequest) -> tuple[bool, list[dict[str, Any]]]:
+        rows = self._select_names(conn, names)
+        for row in rows:
+            if row.locked and row.locked_by != request.owner:
+                raise LabError(f"names: node {row.name} is locked by {row.locked_by}")
+            if not row.locked and not row.up:
+                raise LabError(f"names: node {row.name} is down")
+            mismatch = request.mismatch(row)
+            if mismatch:
+                raise LabError(f"names: node {row.name} {mismatch}")
+        free = [row for row in rows if not row.locked]
+        self._take(conn, free, request)
+        return bool(free), self._nodes(conn, names)
+
+    def _lock_count(
+        self,
+        conn: Any,
+        count: int,
+        types: list[str],
+        request: _LockRequest,
+        skip_locked: bool,
+        last: bool,
+    ) -> tuple[bool, list[dict[str, Any]]] | None:
+        known = set(conn.execute(sa.select(nodes.c.machine_type).where(nodes.c.machine_type.in_(types)).distinct()).scalars())
+        unknown = [t for t in types if t not in known]
+        if unknown:
+            raise LabError(f"machine_type: no nodes of type {', '.join(unknown)} in the lab")
+        held = self._held(conn, types, request) if request.description is not None else {}
+        shortfalls = []
+        for machine_type in types:
+            have = held.get(machine_type, [])
+            if len(have) >= count:
+                return False, [node_dict(row) for row in have[:count]]
+            need = count - len(have)
+            # A savepoint per type: a type that falls short releases its row locks
+            # before the next is tried, so waiting callers never hold rows of two types.
+            savepoint = conn.begin_nested()
+            query = (
+                sa.select(nodes)
+                .where(nodes.c.machine_type == machine_type, nodes.c.up.is_(True), nodes.c.locked.is_(False))
+                .where(*request.filters(machine_type))
+                .order_by(nodes.c.name)
+                .limit(need)
+                .with_for_update(skip_locked=skip_locked)
+            )
+            candidates = conn.execute(query).all()
+            if len(candidates) == need:
+                savepoint.commit()
+                self._take(conn, candidates, request)
+                names = sorted([row.name for row in have] + [row.name for row in candidates])
+                return True, self._nodes(conn, names)
+            savepoint.rollback()
+            shortfalls.append((machine_type, need, len(have), len(candidates)))
+        if not last:
+            return None
+        raise LabError("; ".join(_shortfall_message(*shortfall, request) for shortfall in shortfalls))
+
+    def _held(self, conn: Any, types: list[str], request: _LockRequest) -> dict[str, list[Any]]:
+        rows = conn.execute(
+            sa.select(nodes)
+            .where(
+                nodes.c.locked.is_(True),
+                nodes.c.locked_by == request.owner,
+                nodes.c.description == request.description,
+                nodes.c.machine_type.in_(types),
+            )
+            .order_by(nodes.c.name)
+        ).all()
+        held: dict[str, list[Any]] = {}
+        for row in rows:
+            if not request.mismatch(row):
+                held.setdefault(row.machine_type, []).append(row)
+        return held
+
+    def _take(self, conn: Any, rows: Sequence[Any], request: _LockRequest) -> None:
+        if not rows:
+            return
+        now = _utcnow()
+        values: dict[str, Any] = {
+            "locked": True,
+            "locked_by": request.owner,
+            "locked_since": now,
+            "description": request.description,
+            "lease_expires": now + dt.timedelta(seconds=request.lease_seconds) if request.lease_seconds else None,
+        }
+        vps_ids = [row.id for row in rows if row.machine_type == "vps"]
+        conn.execute(nodes.update().where(nodes.c.id.in_([row.id for row in rows])).values(**values))
+        if vps_ids and (request.os_type or request.os_version):
+            # For a VM slot the OS is what to install next, not a filter.
+            os_values = {k: v for k, v in (("os_type", request.os_type), ("os_version", request.os_version)) if v}
+            conn.execute(nodes.update().where(nodes.c.id.in_(vps_ids)).values(**os_values))
+        details = {"description": request.description, "lease_expires": _iso(values["lease_expires"])}
+        self._record(conn, ({"node": row.name, "action": "lock", "actor": request.owner, "details": details} for row in rows))
+
+    def _nodes(self, conn: Any, names: Iterable[str]) -> list[dict[str, Any]]:
+        rows = conn.execute(sa.select(nodes).where(nodes.c.name.in_(list(names))).order_by(nodes.c.name)).all()
+        return [node_dict(row) for row in rows]
+
+    def unlock(
+        self,
+        *,
+        owner: str,
+        names: Sequence[str] | None = None,
+        all_nodes: bool = False,
+        force: bool = False,
+    ) -> tuple[bool, list[dict[str, Any]]]:
+        """Unlock ``names`` (or every node ``owner`` holds) in one transaction.
+        Returns (changed, the unlocked nodes as they were before)."""
+        check_owner(owner)
+        names = split_list("names", names)
+        if bool(names) == bool(all_nodes):
+            raise LabError("names: give either names or all: true (not both, not neither)")
+
+        def unlock_in(conn: Any) -> tuple[bool, list[dict[str, Any]]]:
+            if all_nodes:
+                rows = conn.execute(
+                    sa.select(nodes)
+                    .where(nodes.c.locked.is_(True), nodes.c.locked_by == owner)
+                    .order_by(nodes.c.name)
+                    .with_for_update()
+                ).all()
+            else:
+                rows = self._select_names(conn, names)
+            held = [row for row in rows if row.locked]
+            for row in held:
+                if row.locked_by != owner and not force:
+                    raise LabError(f"names: node {row.name} is locked by {row.locked_by}, not {owner} (force: true unlocks it)")
+            self._release(conn, held, owner, force)
+            return bool(held), [node_dict(row) for row in held]
+
+        return self._run(unlock_in)
+
+    def _release(self, conn: Any, rows: Sequence[Any], actor: str, force: bool) -> None:
+        if not rows:
+            return
+        conn.execute(
+            nodes.update()
+            .where(nodes.c.id.in_([row.id for row in rows]))
+            .values(locked=False, locked_by=None, locked_since=None, description=None, lease_expires=None)
+        )
+        self._record(
+            conn,
+            (
+                {
+                    "node": row.name,
+                    "action": "unlock",
+                    "actor": actor,
+                    "details": {"locked_by": row.locked_by, "forced": force and row.locked_by != actor},
+                }
+                for row in rows
+            ),
+        )
+
+    # -- administration
+
+    def set_node(self, name: str, fields: dict[str, Any], *, actor: str) -> tuple[bool, dict[str, Any] | None, dict[str, Any]]:
+        """Create node ``name`` or update the given fields (``None`` leaves a
+        field alone, ``""`` clears it). Returns (changed, before, after)."""
+        check_token("name", name)
+        check_owner(actor)
+        values = _node_values(fields)
+
+        def set_in(conn: Any) -> tuple[bool, dict[str, Any] | None, dict[str, Any]]:
+            row = conn.execute(sa.select(nodes).where(nodes.c.name == name).with_for_update()).first()
+            if row is None:
+                if not values.get("machine_type"):
+                    raise LabError(f"machine_type: required to add node {name}")
+                new = {"up": True, "locked": False, **values}
+                if new["locked"]:
+                    new.setdefault("locked_since", _utcnow())
+                _check_lock_fields(name, new)
+                conn.execute(nodes.insert().values(name=name, **new))
+                details = {k: _iso(v) for k, v in new.items() if v is not None}
+                self._record(conn, [{"node": name, "action": "add", "actor": actor, "details": details}])
+                return True, None, self._nodes(conn, [name])[0]
+            before = node_dict(row)
+            changes = {k: v for k, v in values.items() if getattr(row, k) != v}
+            if "locked" in changes:
+                changes["locked_since"] = _utcnow() if changes["locked"] else None
+                if not changes["locked"]:
+                    changes.update(locked_by=None, description=None, lease_expires=None)
+            if not changes:
+                return False, before, before
+            _check_lock_fields(name, {**row._asdict(), **changes})
+            conn.execute(nodes.update().where(nodes.c.id == row.id).values(**changes))
+            self._record(conn, _change_events(name, actor, before, changes))
+            return True, before, self._nodes(conn, [name])[0]
+
+        return self._run(set_in)
+
+    def remove_node(self, name: str, *, actor: str, force: bool = False) -> tuple[bool, dict[str, Any] | None]:
+        check_token("name", name)
+        check_owner(actor)
+
+        def remove_in(conn: Any) -> tuple[bool, dict[str, Any] | None]:
+            row = conn.execute(sa.select(nodes).where(nodes.c.name == name).with_for_update()).first()
+            if row is None:
+                return False, None
+            if row.locked and not force:
+                raise LabError(f"name: node {name} is locked by {row.locked_by}; unlock it first or use force: true")
+            conn.execute(nodes.delete().where(nodes.c.id == row.id))
+            self._record(conn, [{"node": name, "action": "remove", "actor": actor, "details": {"locked_by": row.locked_by}}])
+            return True, node_dict(row)
+
+        return self._run(remove_in)
+
+    # -- queries
+
+    def query(
+        self,
+        *,
+        names: Sequence[str] | None = None,
+        machine_types: Sequence[str] | str | None = None,
+        locked: bool | None = None,
+        owner: str | None = None,
+        up: bool | None = None,
+        vpshost: str | None = None,
+        description: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Nodes matching every filter given (``None`` matches anything), by name."""
+        conditions = []
+        if names:
+            conditions.append(nodes.c.name.in_(split_list("names", names)))
+        if machine_types:
+            conditions.append(nodes.c.machine_type.in_(split_list("machine_type", machine_types)))
+        if locked is not None:
+            conditions.append(nodes.c.locked.is_(locked))
+        if owner:
+            conditions.append(nodes.c.locked_by == check_owner(owner))
+        if up is not None:
+            conditions.append(nodes.c.up.is_(up))
+        if vpshost:
+            conditions.append(nodes.c.vpshost == check_token("vpshost", vpshost, _HOST_RE))
+        if description:
+            conditions.append(nodes.c.description.contains(check_description(description), autoescape=True))
+        return self._run(
+            lambda conn: [node_dict(row) for row in conn.execute(sa.select(nodes).where(*conditions).order_by(nodes.c.name))],
+            write=False,
+        )
+
+    def history(self, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Events, oldest first, of ``names`` (every node when None)."""
+        query = sa.select(events).order_by(events.c.id)
+        if names:
+            query = query.where(events.c.node.in_(split_list("names", names)))
+        return self._run(
+            lambda conn: [{k: _iso(v) for k, v in row._mapping.items() if k != "id"} for row in conn.execute(query)],
+            write=False,
+        )
+
+
+def summarize(node_list: Iterable[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per machine_type counts of total / up / locked / free (``teuthology-lock --summary``)."""
+    summary: dict[str, dict[str, int]] = {}
+    for node in node_list:
+        counts = summary.setdefault(node["machine_type"], {"total": 0, "up": 0, "locked": 0, "free": 0})
+        counts["total"] += 1
+        counts["up"] += bool(node["up"])
+        counts["locked"] += bool(node["locked"])
+        counts["free"] += bool(node["up"] and not node["locked"])
+    return dict(sorted(summary.items()))
+
+
+@dataclass(frozen=True)
+class _LockRequest:
+    """Who locks, for what, and which nodes qualify."""
+
+    owner: str
+    arch: str | None
+    os_type: str | None
+    os_version: str | None
+    description: str | None
+    lease_seconds: int | None
+
+    def _wanted(self, machine_type: str) -> list[tuple[str, str]]:
+        wanted = [("arch", self.arch)]
+        if machine_type != "vps":
+            wanted += [("os_type", self.os_type), ("os_version", self.os_version)]
+        return [(field, value) for field, value in wanted if value is not None]
+
+    def filters(self, machine_type: str) -> list[Any]:
+        return [nodes.c[field] == value for field, value in self._wanted(machine_type)]
+
+    def mismatch(self, row: Any) -> str | None:
+        for field, value in self._wanted(row.machine_type):
+            if getattr(row, field) != value:
+                return f"has {field} {getattr(row, field)}, not {value}"
+        return None
+
+
+def _shortfall_message(machine_type: str, need: int, have: int, free: int, request: _LockRequest) -> str:
+    held = f" ({have} already held by {request.owner} with this description)" if have else ""
+    return f"requested {need} {machine_type} node{'s' if need > 1 else ''}, {free} free{held}"
+
+
+def _node_values(fields: dict[str, Any]) -> dict[str, Any]:
+    """Validate the node fields an admin passed; ``""`` becomes NULL."""
+    values: dict[str, Any] = {}
+    for field, value in fields.items():
+        if field not in SETTABLE_FIELDS:
+            raise LabError(f"{field}: not a node field ({', '.join(SETTABLE_FIELDS)})")
+        if value is None:
+            continue
+        if value == "":
+            if field in ("machine_type", "up", "locked"):
+                raise LabError(f"{field}: cannot be empty")
+            values[field] = None
+            continue
+        values[field] = _node_value(field, value)
+    return values
+
+
+def _node_value(field: str, value: Any) -> Any:
+    if field in ("up", "locked"):
+        if not isinstance(value, bool):
+            raise LabError(f"{field}: {value!r} is not a boolean")
+        return value
+    if field == "ssh_port":
+        if isinstance(value, bool) or not str(value).isdigit() or not 1 <= int(value) <= 65535:
+            raise LabError(f"ssh_port: {value!r} is not a TCP port (1-65535)")
+        return int(value)
+    if field == "ssh_pub_key":
+        try:
+            return normalize_host_keys(str(value))
+        except HostKeyError as error:
+            raise LabError(f"ssh_pub_key: {error}") from None
+    if field == "mac_address":
+        mac = str(value).lower()
+        if not _MAC_RE.match(mac):
+            raise LabError(f"mac_address: {value!r} is not a MAC address (e.g. 52:54:00:12:34:56)")
+        return mac
+    if field == "lease_expires":
+        return _parse_time(field, value)
+    if field == "description":
+        return check_description(str(value))
+    if field == "locked_by":
+        return check_owner(str(value))
+    if field in ("vpshost", "ssh_host"):
+        return check_token(field, str(value), _HOST_RE)
+    return check_token(field, str(value))
+
+
+def _check_lock_fields(name: str, row: dict[str, Any]) -> None:
+    if row.get("locked") and not row.get("locked_by"):
+        raise LabError(f"locked_by: node {name} cannot be locked without locked_by")
+    if not row.get("locked") and row.get("locked_by"):
+        raise LabError(f"locked: node {name} has locked_by {row['locked_by']} but is not locked")
+
+
+def _change_events(name: str, actor: str, before: dict[str, Any], changes: dict[str, Any]) -> list[dict[str, Any]]:
+    """One history row per kind of change: up/down, lock/unlock, key, other fields."""
+    rows = []
+    rest = dict(changes)
+    if "up" in rest:
+        rows.append({"action": "up" if rest.pop("up") else "down", "details": {}})
+    if "locked" in rest:
+        locked = rest.pop("locked")
+        rest.pop("locked_since", None)
+        details = {"locked_by": rest.get("locked_by") if locked else before["locked_by"], "admin": True}
+        rows.append({"action": "lock" if locked else "unlock", "details": details})
+    if "ssh_pub_key" in rest:
+        rows.append({"action": "key", "details": {"old": before["ssh_pub_key"], "new": rest.pop("ssh_pub_key")}})
+    if rest:
+        rows.append({"action": "update", "details": {k: [before[k], _iso(v)] for k, v in rest.items()}})
+    return [{"node": name, "actor": actor, **row} for row in rows]

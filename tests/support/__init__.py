@@ -1,0 +1,1 @@
+"""Test and benchmark support: real servers and real Ansible runs."""
