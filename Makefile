@@ -1,0 +1,42 @@
+# make test: every test; make demo: the whole story on a local lab.
+# Both install what they need first: Debian packages where missing, and a
+# virtualenv in .venv with the Python requirements.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_DB := sqlite:///$(CURDIR)/.cache/demo/lab.db
+
+.PHONY: test demo lint deps apt bench clean
+
+apt:
+	tools/ensure-apt @tools/apt-packages.txt
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+# Playbooks run from the checkout find the collection through ansible.cfg.
+.cache/collections/ansible_collections/teuthology/lab:
+	mkdir -p $(@D)
+	ln -sfn ../../../.. $@
+
+deps: apt $(BIN)/.installed .cache/collections/ansible_collections/teuthology/lab
+
+lint: deps
+	$(BIN)/ruff check plugins tests bench
+
+test: lint
+	$(BIN)/python -m pytest
+
+demo: deps
+	rm -rf .cache/demo && mkdir -p .cache/demo
+	TEUTHOLOGY_LAB_DB=$(DEMO_DB) PATH="$(CURDIR)/$(BIN):$$PATH" demo/run
+
+bench: deps
+	$(BIN)/python bench/lock_throughput.py
+
+clean:
+	rm -rf $(VENV) .cache tests/output
