@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
+
 from ansible_collections.teuthology.lab.plugins.module_utils.lockdb import (
     DB_ENV,
     HAS_SQLALCHEMY,

@@ -698,8 +698,9 @@ class _LockRequest:
 
     def mismatch(self, row: Any) -> str | None:
         for field, value in self._wanted(row.machine_type):
-            if getattr(row, field) != value:
-                return f"has {field} {getattr(row, field)}, not {value}"
+            actual = getattr(row, field)
+            if actual != value:
+                return f"has {field} {actual}, not {value}" if actual is not None else f"has no {field}, not {value}"
         return None
 
 

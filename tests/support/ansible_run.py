@@ -41,7 +41,7 @@ def ansible_env(**extra: str) -> dict[str, str]:
         ANSIBLE_RETRY_FILES_ENABLED="0",
         ANSIBLE_LOCALHOST_WARNING="0",
         ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
-        ANSIBLE_CONFIG=os.devnull,
+        ANSIBLE_CONFIG=str(SUPPORT / "ansible.cfg"),
     )
     env.update(extra)
     return env
@@ -57,7 +57,7 @@ class Run:
         """The result of the (last) task of that name."""
         found = [entry for entry in self.results if entry["task"] == task]
         assert found, f"no result for task {task!r}; tasks: {[e['task'] for e in self.results]}\n{self.output}"
-        return found[-1]["result"]
+        return {**found[-1]["result"], "failed": found[-1]["status"] == "failed"}
 
 
 def run_playbook(playbook: str | Path, *args: str, env: dict[str, str] | None = None, timeout: int = 600) -> Run:
@@ -78,6 +78,14 @@ def run_playbook(playbook: str | Path, *args: str, env: dict[str, str] | None = 
     finally:
         os.unlink(results_file)
     return Run(proc.returncode, proc.stdout + proc.stderr, results)
+
+
+def task(module: str, title: str | None = None, /, ignore_errors: bool = False, **args: Any) -> dict[str, Any]:
+    """A task calling teuthology.lab.MODULE with ARGS, named TITLE."""
+    entry: dict[str, Any] = {"name": title or module, f"teuthology.lab.{module}": args}
+    if ignore_errors:
+        entry["ignore_errors"] = True
+    return entry
 
 
 def run_tasks(tasks: list[dict[str, Any]], *args: str, env: dict[str, str] | None = None, **play: Any) -> Run:
