@@ -37,7 +37,6 @@ from ansible_collections.teuthology.lab.plugins.module_utils.host_keys import (
 try:
     import sqlalchemy as sa
     from sqlalchemy import exc as sa_exc
-    from sqlalchemy.pool import NullPool
 except ImportError:
     HAS_SQLALCHEMY = False
     SQLALCHEMY_IMPORT_ERROR: str | None = traceback.format_exc()
@@ -249,7 +248,7 @@ def _sqlite_engine(url: Any, text: str) -> Any:
         os.makedirs(directory, exist_ok=True)
     elif not os.path.isdir(directory):
         raise LabError(f"db: directory {directory} of {mask_url(text)!r} does not exist")
-    engine = sa.create_engine(url.set(database=path), poolclass=NullPool, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
+    engine = sa.create_engine(url.set(database=path), connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
 
     @sa.event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
@@ -278,7 +277,7 @@ def create_engine(text: str) -> Any:
         if backend == "sqlite":
             return _sqlite_engine(url, text)
         if backend == "postgresql":
-            return sa.create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 10})
+            return sa.create_engine(url, connect_args={"connect_timeout": 10})
     except (sa_exc.NoSuchModuleError, ImportError) as error:
         raise LabError(f"db: no driver for {mask_url(text)!r}: {error}") from None
     raise LabError(f"db: {mask_url(text)!r}: unsupported database {backend!r}; use sqlite:/// or postgresql+psycopg://")
@@ -297,6 +296,7 @@ class Lab:
         self.check_mode = check_mode
         self.engine = create_engine(self.url)
         self.is_postgres = self.engine.dialect.name == "postgresql"
+        self._known_types: set[str] = set()
         if not self._run(self._schema_is_current, write=False):
             self._run(self._ensure_schema, keep=True)
 
@@ -423,9 +423,8 @@ class Lab:
             mismatch = request.mismatch(row)
             if mismatch:
                 raise LabError(f"names: node {row.name} {mismatch}")
-        free = [row for row in rows if not row.locked]
-        self._take(conn, free, request)
-        return bool(free), self._nodes(conn, names)
+        taken = self._take(conn, [row for row in rows if not row.locked], request)
+        return bool(taken), _by_name([*(row for row in rows if row.locked), *taken])
 
     def _lock_count(
         self,
@@ -436,20 +435,18 @@ class Lab:
         skip_locked: bool,
         last: bool,
     ) -> tuple[bool, list[dict[str, Any]]] | None:
-        known = set(conn.execute(sa.select(nodes.c.machine_type).where(nodes.c.machine_type.in_(types)).distinct()).scalars())
-        unknown = [t for t in types if t not in known]
-        if unknown:
-            raise LabError(f"machine_type: no nodes of type {', '.join(unknown)} in the lab")
+        self._check_known_types(conn, types)
         held = self._held(conn, types, request) if request.description is not None else {}
         shortfalls = []
         for machine_type in types:
             have = held.get(machine_type, [])
             if len(have) >= count:
-                return False, [node_dict(row) for row in have[:count]]
+                return False, _by_name(have[:count])
             need = count - len(have)
-            # A savepoint per type: a type that falls short releases its row locks
-            # before the next is tried, so waiting callers never hold rows of two types.
-            savepoint = conn.begin_nested()
+            # With several types, a savepoint per type: a type that falls short releases
+            # its row locks before the next is tried, so that callers waiting in the
+            # definitive pass never hold rows of two types (no lock-order cycles).
+            savepoint = conn.begin_nested() if len(types) > 1 else None
             query = (
                 sa.select(nodes)
                 .where(nodes.c.machine_type == machine_type, nodes.c.up.is_(True), nodes.c.locked.is_(False))
@@ -460,15 +457,26 @@ class Lab:
             )
             candidates = conn.execute(query).all()
             if len(candidates) == need:
-                savepoint.commit()
-                self._take(conn, candidates, request)
-                names = sorted([row.name for row in have] + [row.name for row in candidates])
-                return True, self._nodes(conn, names)
-            savepoint.rollback()
+                if savepoint:
+                    savepoint.commit()
+                return True, _by_name([*have, *self._take(conn, candidates, request)])
+            if savepoint:
+                savepoint.rollback()
             shortfalls.append((machine_type, need, len(have), len(candidates)))
         if not last:
             return None
         raise LabError("; ".join(_shortfall_message(*shortfall, request) for shortfall in shortfalls))
+
+    def _check_known_types(self, conn: Any, types: list[str]) -> None:
+        """Every type must have nodes. Types seen once are remembered: a type
+        that later loses its nodes only means none are free."""
+        unseen = [t for t in types if t not in self._known_types]
+        if unseen:
+            query = sa.select(nodes.c.machine_type).where(nodes.c.machine_type.in_(unseen)).distinct()
+            self._known_types.update(conn.execute(query).scalars())
+        unknown = [t for t in types if t not in self._known_types]
+        if unknown:
+            raise LabError(f"machine_type: no nodes of type {', '.join(unknown)} in the lab")
 
     def _held(self, conn: Any, types: list[str], request: _LockRequest) -> dict[str, list[Any]]:
         rows = conn.execute(
@@ -487,29 +495,32 @@ class Lab:
                 held.setdefault(row.machine_type, []).append(row)
         return held
 
-    def _take(self, conn: Any, rows: Sequence[Any], request: _LockRequest) -> None:
+    def _take(self, conn: Any, rows: Sequence[Any], request: _LockRequest) -> list[Any]:
+        """Lock these rows for the request; returns them as updated."""
         if not rows:
-            return
+            return []
         now = _utcnow()
+        lease_expires = now + dt.timedelta(seconds=request.lease_seconds) if request.lease_seconds else None
         values: dict[str, Any] = {
             "locked": True,
             "locked_by": request.owner,
             "locked_since": now,
             "description": request.description,
-            "lease_expires": now + dt.timedelta(seconds=request.lease_seconds) if request.lease_seconds else None,
+            "lease_expires": lease_expires,
         }
-        vps_ids = [row.id for row in rows if row.machine_type == "vps"]
-        conn.execute(nodes.update().where(nodes.c.id.in_([row.id for row in rows])).values(**values))
-        if vps_ids and (request.os_type or request.os_version):
-            # For a VM slot the OS is what to install next, not a filter.
-            os_values = {k: v for k, v in (("os_type", request.os_type), ("os_version", request.os_version)) if v}
-            conn.execute(nodes.update().where(nodes.c.id.in_(vps_ids)).values(**os_values))
-        details = {"description": request.description, "lease_expires": _iso(values["lease_expires"])}
+        for field in ("os_type", "os_version"):
+            wanted = getattr(request, field)
+            if wanted:
+                # For a VM slot the OS is what to install next, not a filter.
+                values[field] = sa.case((nodes.c.machine_type == "vps", wanted), else_=nodes.c[field])
+        statement = nodes.update().where(nodes.c.id.in_([row.id for row in rows])).values(**values).returning(*nodes.c)
+        taken = conn.execute(statement).all()
+        details = {"description": request.description, "lease_expires": _iso(lease_expires)}
         self._record(conn, ({"node": row.name, "action": "lock", "actor": request.owner, "details": details} for row in rows))
+        return taken
 
     def _nodes(self, conn: Any, names: Iterable[str]) -> list[dict[str, Any]]:
-        rows = conn.execute(sa.select(nodes).where(nodes.c.name.in_(list(names))).order_by(nodes.c.name)).all()
-        return [node_dict(row) for row in rows]
+        return _by_name(conn.execute(sa.select(nodes).where(nodes.c.name.in_(list(names)))).all())
 
     def unlock(
         self,
@@ -662,6 +673,10 @@ class Lab:
             lambda conn: [{k: _iso(v) for k, v in row._mapping.items() if k != "id"} for row in conn.execute(query)],
             write=False,
         )
+
+
+def _by_name(rows: Iterable[Any]) -> list[dict[str, Any]]:
+    return sorted((node_dict(row) for row in rows), key=lambda node: node["name"])
 
 
 def summarize(node_list: Iterable[dict[str, Any]]) -> dict[str, dict[str, int]]:
