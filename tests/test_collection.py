@@ -1,0 +1,62 @@
+"""The collection as users get it: built, installed, documented."""
+
+from __future__ import annotations
+
+import subprocess
+import tarfile
+
+import pytest
+
+from support.ansible_run import BIN, REPO, ansible_env
+
+MODULES = ["lock", "unlock", "node", "node_info"]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """The built tarball installed into an empty collections path."""
+    build = tmp_path_factory.mktemp("build")
+    subprocess.run([BIN / "ansible-galaxy", "collection", "build", "--output-path", build, REPO], check=True, capture_output=True)
+    (tarball,) = build.glob("teuthology-lab-*.tar.gz")
+    with tarfile.open(tarball) as tar:
+        members = tar.getnames()
+    assert "plugins/module_utils/lockdb.py" in members
+    assert not any(m.startswith((".venv", ".cache", "tests/output", ".git/")) for m in members)
+    path = tmp_path_factory.mktemp("collections")
+    subprocess.run(
+        [BIN / "ansible-galaxy", "collection", "install", tarball, "-p", path],
+        env=ansible_env(ANSIBLE_COLLECTIONS_PATH=str(path)),
+        check=True,
+        capture_output=True,
+    )
+    assert (path / "ansible_collections/teuthology/lab/plugins/modules/lock.py").is_file()
+    return path
+
+
+@pytest.mark.parametrize(("plugin", "kind", "title"), [
+    *[(f"teuthology.lab.{m}", "module", None) for m in MODULES],
+    ("teuthology.lab.targets", "filter", "recorded SSH host keys"),
+])
+def test_ansible_doc_renders_without_warnings(installed, plugin, kind, title):
+    proc = subprocess.run(
+        [BIN / "ansible-doc", "-t", kind, plugin],
+        env=ansible_env(ANSIBLE_COLLECTIONS_PATH=str(installed)),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "WARNING" not in proc.stderr and "ERROR" not in proc.stderr, proc.stderr
+    assert plugin in proc.stdout
+    assert "EXAMPLES" in proc.stdout
+    if kind == "module":
+        assert "RETURN VALUES" in proc.stdout and "db" in proc.stdout
+    if title:
+        assert title in proc.stdout
+
+
+def test_action_group_lists_every_module():
+    import yaml
+
+    runtime = yaml.safe_load((REPO / "meta/runtime.yml").read_text())
+    assert sorted(runtime["action_groups"]["lab"]) == sorted(MODULES)

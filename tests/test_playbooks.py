@@ -1,0 +1,52 @@
+"""playbooks/lock.yml, unlock.yml, list.yml, summary.yml as a user runs them
+(extra vars as strings, the way a survey or -e sends them)."""
+
+from __future__ import annotations
+
+import yaml
+
+from support.ansible_run import REPO, run_playbook
+from support.seed import seed
+
+
+def play(name: str, db_url: str, *extra: str, owner: str = "alice@laptop"):
+    args = [arg for pair in extra for arg in ("-e", pair)]
+    return run_playbook(REPO / "playbooks" / name, *args, env={"TEUTHOLOGY_LAB_DB": db_url, "TEUTHOLOGY_LAB_OWNER": owner})
+
+
+def test_lock_list_summary_unlock(db_url, lab, tmp_path):
+    smithi = seed(lab, "smithi", 3)
+    seed(lab, "mira", 2)
+    lab.set_node(smithi[0], {"ssh_pub_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"},
+                 actor="admin@lab")
+    targets_file = tmp_path / "targets.yml"
+    run = play("lock.yml", db_url, "count=2", "machine_type=smithi", "description=run-7", "lease=2h", f"targets_file={targets_file}")
+    assert run.returncode == 0, run.output
+    targets = yaml.safe_load(targets_file.read_text())["targets"]
+    nodes = {node["name"]: node for node in lab.query(locked=True)}
+    assert targets == {f"ubuntu@{name}": node["ssh_pub_key"] for name, node in nodes.items()}
+    assert sorted(nodes) == smithi[:2]
+    assert all(node["locked_by"] == "alice@laptop" and node["description"] == "run-7" for node in nodes.values())
+    assert "ubuntu@" + smithi[0] in run.output  # printed too
+
+    run = play("lock.yml", db_url, "count=5", "machine_type=smithi,mira")
+    assert run.returncode != 0
+    assert "requested 5 smithi nodes, 1 free; requested 5 mira nodes, 2 free" in run.output
+
+    run = play("list.yml", db_url, "owner=alice@laptop")
+    assert run.returncode == 0
+    assert [n["name"] for n in run.result("Query the lock database")["nodes"]] == smithi[:2]
+
+    run = play("summary.yml", db_url)
+    assert run.result("Show the summary")["msg"] == [
+        "TYPE          TOTAL     UP LOCKED   FREE",
+        "mira              2      2      0      2",
+        "smithi            3      3      2      1",
+    ]
+
+    run = play("unlock.yml", db_url, f"names={smithi[0]}", owner="bob@desk")
+    assert run.returncode != 0 and f"node {smithi[0]} is locked by alice@laptop" in run.output
+    run = play("unlock.yml", db_url, "all=true")
+    assert run.returncode == 0
+    assert run.result("Unlock the nodes")["unlocked"] == smithi[:2]
+    assert lab.query(locked=True) == []
