@@ -22,12 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from support.ansible_run import collections_root  # noqa: E402
-from support.pgserver import PostgresServer  # noqa: E402
+from support.ansible_run import collections_root
+from support.pgserver import PostgresServer
 
 sys.path.insert(0, str(collections_root()))
 
-from ansible_collections.teuthology.lab.plugins.module_utils.lockdb import Lab  # noqa: E402
+from ansible_collections.teuthology.lab.plugins.module_utils.lockdb import Lab
 
 CONCURRENCY = (1, 4, 16)
 NODES = 64
