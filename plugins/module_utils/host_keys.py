@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
+import shlex
 import struct
 
 KNOWN_KEY_TYPES = frozenset(
@@ -27,6 +29,7 @@ KNOWN_KEY_TYPES = frozenset(
     }
 )
 _BLOB_RE = re.compile(r"^[A-Za-z0-9+/]+={0,3}$")
+_ALIAS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class HostKeyError(ValueError):
@@ -84,3 +87,85 @@ def normalize_host_keys(text: str) -> str:
     if not keys:
         raise HostKeyError("no key given")
     return "\n".join(keys)
+
+
+def split_keys(text: str) -> list[tuple[str, str]]:
+    """(type, blob) of each line of a recorded, normalized key text."""
+    return [parse_key_line(line) for line in normalize_host_keys(text).splitlines()]
+
+
+# ---------------------------------------------------------------- scanning
+
+SCAN_TYPES = ("ed25519", "ecdsa", "rsa")
+
+
+def keyscan_argv(host: str, port: int, timeout: int, types: tuple[str, ...] = SCAN_TYPES) -> list[str]:
+    """The ssh-keyscan command line that asks for every key type the server serves."""
+    return ["ssh-keyscan", "-T", str(timeout), "-p", str(port), "-t", ",".join(types), host]
+
+
+def parse_keyscan(output: str) -> str:
+    """ssh-keyscan's ``HOST TYPE BLOB`` lines -> normalized ``TYPE BLOB`` lines.
+
+    Comment lines (``# host:22 SSH-2.0-...``) are skipped; a line that is not
+    a valid key is an error, and so is output without any key.
+    """
+    lines = [line.split(None, 1)[1] for line in output.splitlines() if line.strip() and not line.startswith("#") and " " in line]
+    return normalize_host_keys("\n".join(lines))
+
+
+# ---------------------------------------------------------------- pinning
+
+# What the inventory sets per host so that ssh checks the recorded key and
+# nothing else: see plugins/inventory/locks.py for the modes.
+PIN_MODES = ("known_hosts_command", "known_hosts_file", "none")
+
+
+def known_hosts_lines(alias: str, keys: str) -> list[str]:
+    return [f"{alias} {key_type} {blob}" for key_type, blob in split_keys(keys)]
+
+
+def known_hosts_command(alias: str, keys: str) -> str:
+    """A KnownHostsCommand printing the recorded keys for ``alias``.
+
+    ssh expands ``%`` tokens in it and runs it through the user's shell, so it
+    is built only from validated parts: the alias is checked by the caller
+    (node names are letters, digits, '.', '-', '_'), types come from a fixed set,
+    blobs match ``^[A-Za-z0-9+/]+={0,3}$``; printf reuses its format for each
+    (alias, type, blob) triple.
+    """
+    fields = " ".join(f"{alias} {key_type} {blob}" for key_type, blob in split_keys(keys))
+    return f"printf '%%s %%s %%s\\n' {fields}"
+
+
+def control_path(node: dict) -> str:
+    """A ControlPath of its own for this node, this lock and these keys.
+
+    A live ControlMaster is reused without any key check, and Ansible's
+    default path hashes only host, port and user: a reinstalled VM (or another
+    slot on the same address) would ride on the old master.
+    """
+    identity = "\0".join(str(node.get(field)) for field in ("name", "locked_since", "ssh_pub_key", "ssh_host", "ssh_port"))
+    return "%(directory)s/tlab-" + hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+def pinned_ssh_vars(node: dict, mode: str, known_hosts_file: str | None = None) -> dict[str, object]:
+    """The host variables that pin ``node``'s recorded keys (raises HostKeyError
+    if they are not valid). ``known_hosts_file`` mode expects the caller to
+    write ``known_hosts_lines`` of every pinned node to that file."""
+    alias = node["name"]
+    if not _ALIAS_RE.match(alias):
+        raise HostKeyError(f"{alias!r} is not a node name that can be a HostKeyAlias")
+    keys = node.get("ssh_pub_key") or ""
+    if mode == "known_hosts_command":
+        source = f"-o UserKnownHostsFile=/dev/null -o \"KnownHostsCommand={known_hosts_command(alias, keys)}\""
+    elif mode == "known_hosts_file":
+        split_keys(keys)  # validate, as in the other mode
+        source = f"-o UserKnownHostsFile={shlex.quote(str(known_hosts_file))}"
+    else:
+        raise ValueError(f"no pinning in mode {mode!r}")
+    return {
+        "ansible_ssh_common_args": f"-o StrictHostKeyChecking=yes -o HostKeyAlias={alias} -o GlobalKnownHostsFile=/dev/null {source}",
+        "ansible_ssh_host_key_checking": True,
+        "ansible_control_path": control_path(node),
+    }

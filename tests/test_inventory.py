@@ -1,0 +1,180 @@
+"""The teuthology.lab.locks inventory plugin through the real ansible-inventory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import sqlalchemy as sa
+import yaml
+
+from support.ansible_run import BIN, ansible_env
+from support.seed import seed
+
+ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+ALICE, BOB = "alice@laptop", "bob@desk"
+
+
+def inventory(tmp_path, config: dict, *args: str, filename: str = "locks.yml", env: dict | None = None):
+    """ansible-inventory -i FILE --list ARGS: (process, parsed JSON or None)."""
+    source = tmp_path / filename
+    source.write_text(yaml.safe_dump({"plugin": "teuthology.lab.locks", **config}))
+    proc = subprocess.run(
+        [BIN / "ansible-inventory", "-i", source, "--list", *args],
+        env=ansible_env(**(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    data = json.loads(proc.stdout, object_hook=_plain) if proc.returncode == 0 else None
+    return proc, data
+
+
+def _plain(value: dict):
+    """ansible-inventory marks every string an inventory plugin set as unsafe (never templated)."""
+    return value["__ansible_unsafe"] if set(value) == {"__ansible_unsafe"} else value
+
+
+def hosts_of(data: dict, group: str) -> list[str]:
+    return sorted(data.get(group, {}).get("hosts", []))
+
+
+def lab_fixture(lab):
+    """alice holds 2 vps (one keyed) and a smithi for run-42; bob a vps; the rest free."""
+    vps = seed(lab, "vps", 3, "vpm", vpshost="mira001.front.sepia.ceph.com", ssh_host="127.0.0.1", ssh_port=2222)
+    vpx = seed(lab, "vps", 2, "vpx", vpshost="mira002.front.sepia.ceph.com")
+    smithi = seed(lab, "smithi", 2, os_type="ubuntu")
+    lab.set_node(vps[0], {"ssh_pub_key": ED25519}, actor="admin@lab")
+    lab.lock(owner=ALICE, names=[vps[0], vps[1], smithi[0]], description="teuthology-run-42")
+    lab.lock(owner=BOB, names=[vpx[0]], description="other")
+    return vps, vpx, smithi
+
+
+def test_hosts_groups_variables_and_filters(db_url, lab, tmp_path):
+    vps, vpx, smithi = lab_fixture(lab)
+    proc, data = inventory(tmp_path, {"db": db_url})
+    assert proc.returncode == 0, proc.stderr
+    assert hosts_of(data, "vps") == sorted([vps[0], vps[1], vpx[0]])
+    assert hosts_of(data, "smithi") == [smithi[0]]
+    assert hosts_of(data, "vpshost_mira001_front_sepia_ceph_com") == vps[:2]
+    assert hosts_of(data, "vpshost_mira002_front_sepia_ceph_com") == [vpx[0]]
+    hostvars = data["_meta"]["hostvars"]
+    assert sorted(hostvars) == sorted([vps[0], vps[1], vpx[0], smithi[0]])
+
+    keyed = hostvars[vps[0]]
+    node = lab.query(names=[vps[0]])[0]
+    assert {k: keyed[f"teuthology_{k}"] for k in node} == node
+    assert (keyed["ansible_host"], keyed["ansible_port"], keyed["ansible_user"]) == ("127.0.0.1", 2222, "ubuntu")
+    assert keyed["ansible_ssh_host_key_checking"] is True
+    args = keyed["ansible_ssh_common_args"]
+    assert f"-o StrictHostKeyChecking=yes -o HostKeyAlias={vps[0]} -o GlobalKnownHostsFile=/dev/null" in args
+    assert "-o UserKnownHostsFile=/dev/null" in args
+    assert f"KnownHostsCommand=printf '%%s %%s %%s\\n' {vps[0]} {ED25519}" in args
+    assert keyed["ansible_control_path"].startswith("%(directory)s/tlab-")
+
+    plain = hostvars[smithi[0]]
+    assert plain["ansible_host"] == smithi[0] and "ansible_port" not in plain
+    assert "ansible_ssh_common_args" not in plain and "ansible_control_path" not in plain
+    assert f"node {smithi[0]} has no recorded host key; listed unpinned" in proc.stderr
+
+    _, mine = inventory(tmp_path, {"db": db_url, "owner": ALICE, "user": "root"})
+    assert sorted(mine["_meta"]["hostvars"]) == sorted([vps[0], vps[1], smithi[0]])
+    assert mine["_meta"]["hostvars"][vps[0]]["ansible_user"] == "root"
+    _, typed = inventory(tmp_path, {"db": db_url, "machine_types": ["smithi"]})
+    assert sorted(typed["_meta"]["hostvars"]) == [smithi[0]]
+    _, described = inventory(tmp_path, {"db": db_url, "description": "run-42", "machine_types": ["vps"]})
+    assert sorted(described["_meta"]["hostvars"]) == vps[:2]
+    _, free = inventory(tmp_path, {"db": db_url, "locked": False, "host_key_mode": "none"})
+    assert sorted(free["_meta"]["hostvars"]) == sorted([vps[2], vpx[1], smithi[1]])
+    _, env_owner = inventory(tmp_path, {}, env={"TEUTHOLOGY_LAB_DB": db_url, "TEUTHOLOGY_LAB_OWNER": BOB})
+    assert sorted(env_owner["_meta"]["hostvars"]) == [vpx[0]]
+
+
+def test_known_hosts_file_mode_and_invalid_recorded_key(db_url, lab, tmp_path):
+    vps, _, _ = lab_fixture(lab)
+    # A key that bypassed validation (written by hand into the database) is never pinned.
+    with lab.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE nodes SET ssh_pub_key = :key WHERE name = :name"),
+                     {"key": "ssh-ed25519 AAAA$(reboot)", "name": vps[1]})
+    known_hosts = tmp_path / "kh" / "known_hosts"
+    proc, data = inventory(tmp_path, {"db": db_url, "host_key_mode": "known_hosts_file", "known_hosts_file": str(known_hosts)})
+    assert proc.returncode == 0, proc.stderr
+    assert known_hosts.read_text() == f"{vps[0]} {ED25519}\n"
+    assert known_hosts.stat().st_mode & 0o777 == 0o600
+    pinned = data["_meta"]["hostvars"][vps[0]]
+    assert f"-o UserKnownHostsFile={known_hosts}" in pinned["ansible_ssh_common_args"]
+    assert pinned["ansible_ssh_host_key_checking"] is True
+    assert "ansible_ssh_common_args" not in data["_meta"]["hostvars"][vps[1]]
+    assert f"node {vps[1]} is listed unpinned: its recorded host key is invalid" in proc.stderr
+
+    proc, data = inventory(tmp_path, {"db": db_url})  # known_hosts_command mode: the same refusal
+    assert "ansible_ssh_common_args" not in data["_meta"]["hostvars"][vps[1]]
+    assert "$(reboot)" not in json.dumps({k: v for k, v in data["_meta"]["hostvars"][vps[1]].items() if k.startswith("ansible_")})
+
+
+def test_constructable_options(db_url, lab, tmp_path):
+    vps, _, smithi = lab_fixture(lab)
+    config = {
+        "db": db_url,
+        "owner": ALICE,
+        "keyed_groups": [{"key": "teuthology_machine_type", "prefix": "type"}],
+        "groups": {"keyed": "teuthology_ssh_pub_key is not none"},
+        "compose": {"run": "teuthology_description.split('-')[-1]"},
+    }
+    proc, data = inventory(tmp_path, config)
+    assert proc.returncode == 0, proc.stderr
+    assert hosts_of(data, "type_vps") == vps[:2]
+    assert hosts_of(data, "type_smithi") == [smithi[0]]
+    assert hosts_of(data, "keyed") == [vps[0]]
+    assert data["_meta"]["hostvars"][smithi[0]]["run"] == "42"
+
+
+def test_cache_on_and_off(db_url, lab, tmp_path):
+    vps, vpx, _ = lab_fixture(lab)
+    cache_dir = tmp_path / "cache"
+    cached = {"db": db_url, "machine_types": ["vps"], "cache": True, "cache_plugin": "ansible.builtin.jsonfile",
+              "cache_connection": str(cache_dir), "cache_timeout": 3600}
+    _, first = inventory(tmp_path, cached)
+    assert sorted(first["_meta"]["hostvars"]) == sorted([vps[0], vps[1], vpx[0]])
+    assert any(cache_dir.iterdir())
+    lab.lock(owner=BOB, names=[vps[2]])
+    _, stale = inventory(tmp_path, cached)
+    assert sorted(stale["_meta"]["hostvars"]) == sorted(first["_meta"]["hostvars"])  # served from the cache
+    _, fresh = inventory(tmp_path, cached, "--flush-cache")
+    assert vps[2] in fresh["_meta"]["hostvars"]
+    lab.unlock(owner=BOB, names=[vps[2]])
+    _, uncached = inventory(tmp_path, {"db": db_url, "machine_types": ["vps"]})
+    assert vps[2] not in uncached["_meta"]["hostvars"]
+
+
+def test_export_carries_what_a_job_needs(db_url, lab, tmp_path):
+    vps, _, _ = lab_fixture(lab)
+    proc, data = inventory(tmp_path, {"db": db_url}, "--export")
+    assert proc.returncode == 0, proc.stderr
+    hostvars = data["_meta"]["hostvars"][vps[0]]
+    for var in ("ansible_host", "ansible_port", "ansible_user", "ansible_ssh_common_args",
+                "ansible_ssh_host_key_checking", "ansible_control_path", "teuthology_ssh_pub_key"):
+        assert var in hostvars, var
+    assert "KnownHostsCommand=" in hostvars["ansible_ssh_common_args"]
+
+
+def test_bad_configuration(tmp_path, pg_server):
+    bad = [
+        ({"db": "sqlite:///" + str(tmp_path / "lab.db"), "colour": "blue"}, "colour"),
+        ({"db": "not a url"}, "db: 'not a url' is not a database URL"),
+        ({"db": "postgresql+psycopg://lab:pw@127.0.0.1:1/lab"}, "db: cannot use database postgresql+psycopg://lab:***@127.0.0.1:1/lab"),
+        ({"host_key_mode": "trust-me"}, "host_key_mode"),
+    ]
+    for config, expected in bad:
+        proc, _ = inventory(tmp_path, config, "-vvv", env={"ANSIBLE_INVENTORY_UNPARSED_FAILED": "1"})
+        assert proc.returncode != 0, config
+        assert expected in proc.stderr, (config, proc.stderr)
+        assert ":pw@" not in proc.stderr
+
+
+def test_verify_file_accepts_only_locks_files(db_url, lab, tmp_path):
+    lab_fixture(lab)
+    proc, data = inventory(tmp_path, {"db": db_url}, filename="lab.yml", env={"ANSIBLE_INVENTORY_UNPARSED_FAILED": "1"})
+    assert proc.returncode != 0
+    proc, data = inventory(tmp_path, {"db": db_url}, filename="prod.locks.yaml")
+    assert proc.returncode == 0 and data["_meta"]["hostvars"]
