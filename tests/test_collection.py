@@ -9,7 +9,8 @@ import pytest
 
 from support.ansible_run import BIN, REPO, ansible_env
 
-MODULES = ["lock", "unlock", "node", "node_info"]
+DB_MODULES = ["lock", "unlock", "node", "node_info"]
+MODULES = [*DB_MODULES, "keyscan"]
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,7 @@ def installed(tmp_path_factory):
 @pytest.mark.parametrize(("plugin", "kind", "title"), [
     *[(f"teuthology.lab.{m}", "module", None) for m in MODULES],
     ("teuthology.lab.targets", "filter", "recorded SSH host keys"),
+    ("teuthology.lab.locks", "inventory", "host_key_mode"),
 ])
 def test_ansible_doc_renders_without_warnings(installed, plugin, kind, title):
     proc = subprocess.run(
@@ -50,7 +52,9 @@ def test_ansible_doc_renders_without_warnings(installed, plugin, kind, title):
     assert plugin in proc.stdout
     assert "EXAMPLES" in proc.stdout
     if kind == "module":
-        assert "RETURN VALUES" in proc.stdout and "db" in proc.stdout
+        assert "RETURN VALUES" in proc.stdout
+    if plugin.rsplit(".", 1)[-1] in DB_MODULES:
+        assert "TEUTHOLOGY_LAB_DB" in proc.stdout
     if title:
         assert title in proc.stdout
 
@@ -59,4 +63,4 @@ def test_action_group_lists_every_module():
     import yaml
 
     runtime = yaml.safe_load((REPO / "meta/runtime.yml").read_text())
-    assert sorted(runtime["action_groups"]["lab"]) == sorted(MODULES)
+    assert sorted(runtime["action_groups"]["lab"]) == sorted(DB_MODULES)

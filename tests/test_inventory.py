@@ -69,7 +69,7 @@ def test_hosts_groups_variables_and_filters(db_url, lab, tmp_path):
     args = keyed["ansible_ssh_common_args"]
     assert f"-o StrictHostKeyChecking=yes -o HostKeyAlias={vps[0]} -o GlobalKnownHostsFile=/dev/null" in args
     assert "-o UserKnownHostsFile=/dev/null" in args
-    assert f"KnownHostsCommand=printf '%%s %%s %%s\\n' {vps[0]} {ED25519}" in args
+    assert f"KnownHostsCommand=/usr/bin/printf '%%s %%s %%s\\n' {vps[0]} {ED25519}" in args
     assert keyed["ansible_control_path"].startswith("%(directory)s/tlab-")
 
     plain = hostvars[smithi[0]]

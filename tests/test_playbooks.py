@@ -50,3 +50,26 @@ def test_lock_list_summary_unlock(db_url, lab, tmp_path):
     assert run.returncode == 0
     assert run.result("Unlock the nodes")["unlocked"] == smithi[:2]
     assert lab.query(locked=True) == []
+
+
+def test_list_targets_in_teuthology_format(db_url, lab, tmp_path):
+    vps = seed(lab, "vps", 3, "vpm", vpshost="mira001.front.sepia.ceph.com")
+    smithi = seed(lab, "smithi", 1)
+    keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGRqEnBLAC5J2F+yeT4oNkvq8yL/bPv+Gn0Yp8Ny5vSC"]
+    for name, key in zip(vps, keys, strict=False):
+        lab.set_node(name, {"ssh_pub_key": key}, actor="admin@lab")
+    lab.lock(owner="alice@laptop", names=vps[:2] + smithi, description="run-5")
+    lab.lock(owner="bob@desk", names=[vps[2]], description="run-6")
+
+    targets_file = tmp_path / "targets.yml"
+    run = play("list_targets.yml", db_url, "owner=alice@laptop", "machine_type=vps", f"targets_file={targets_file}")
+    assert run.returncode == 0, run.output
+    written = yaml.safe_load(targets_file.read_text())
+    held = lab.query(owner="alice@laptop", machine_types=["vps"])
+    assert written == {"targets": {f"ubuntu@{node['name']}": node["ssh_pub_key"] for node in held}}
+    assert yaml.safe_load(run.result("Show the targets")["msg"]) == written
+
+    run = play("list_targets.yml", db_url, "description=run-", "targets_bare=true")
+    shown = yaml.safe_load(run.result("Show the targets")["msg"])
+    assert shown == {"targets": {node["name"]: node["ssh_pub_key"] for node in lab.query(locked=True)}}

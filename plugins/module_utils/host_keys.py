@@ -30,6 +30,8 @@ KNOWN_KEY_TYPES = frozenset(
 )
 _BLOB_RE = re.compile(r"^[A-Za-z0-9+/]+={0,3}$")
 _ALIAS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Host names and addresses: also what may stand as one command-line argument.
+HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
 
 
 class HostKeyError(ValueError):
@@ -74,19 +76,14 @@ def parse_key_line(line: str) -> tuple[str, str]:
 def normalize_host_keys(text: str) -> str:
     """Validate one or more key lines; return them as ``TYPE BASE64`` lines.
 
-    Comments are dropped and duplicates removed (first occurrence kept), so
-    what is stored is exactly what ssh compares.
+    Comments are dropped, duplicates removed and the lines sorted, so that
+    what is stored is exactly what ssh compares, and the same keys scanned
+    in another order are the same text.
     """
-    keys: list[str] = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        key = " ".join(parse_key_line(line))
-        if key not in keys:
-            keys.append(key)
+    keys = {" ".join(parse_key_line(line)) for line in text.splitlines() if line.strip()}
     if not keys:
         raise HostKeyError("no key given")
-    return "\n".join(keys)
+    return "\n".join(sorted(keys))
 
 
 def split_keys(text: str) -> list[tuple[str, str]]:
@@ -97,6 +94,13 @@ def split_keys(text: str) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------- scanning
 
 SCAN_TYPES = ("ed25519", "ecdsa", "rsa")
+
+
+def check_host(host: str) -> str:
+    """An address that is safe as a command-line argument (never an option)."""
+    if not HOST_RE.match(host or ""):
+        raise HostKeyError(f"{host!r} is not a host name or address")
+    return host
 
 
 def keyscan_argv(host: str, port: int, timeout: int, types: tuple[str, ...] = SCAN_TYPES) -> list[str]:
@@ -128,14 +132,15 @@ def known_hosts_lines(alias: str, keys: str) -> list[str]:
 def known_hosts_command(alias: str, keys: str) -> str:
     """A KnownHostsCommand printing the recorded keys for ``alias``.
 
-    ssh expands ``%`` tokens in it and runs it through the user's shell, so it
-    is built only from validated parts: the alias is checked by the caller
-    (node names are letters, digits, '.', '-', '_'), types come from a fixed set,
-    blobs match ``^[A-Za-z0-9+/]+={0,3}$``; printf reuses its format for each
-    (alias, type, blob) triple.
+    ssh expands ``%`` tokens in it, splits it into words with shell-like
+    quoting and runs it (the program must be an absolute path), so it is
+    built only from validated parts: the alias is checked by the caller
+    (node names are letters, digits, '.', '-', '_'), types come from a fixed
+    set, blobs match ``^[A-Za-z0-9+/]+={0,3}$``. printf reuses its format for
+    each (alias, type, blob) triple.
     """
     fields = " ".join(f"{alias} {key_type} {blob}" for key_type, blob in split_keys(keys))
-    return f"printf '%%s %%s %%s\\n' {fields}"
+    return f"/usr/bin/printf '%%s %%s %%s\\n' {fields}"
 
 
 def control_path(node: dict) -> str:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ansible_collections.teuthology.lab.plugins.module_utils.host_keys import (
+    HOST_RE,
     HostKeyError,
     normalize_host_keys,
 )
@@ -76,7 +77,6 @@ SETTABLE_FIELDS = tuple(f for f in NODE_FIELDS if f not in ("name", "locked_sinc
 
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _OWNER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$")
-_HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _LEASE_RE = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _LEASE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -102,7 +102,7 @@ def check_token(what: str, value: str, pattern: re.Pattern[str] = _TOKEN_RE) -> 
         allowed = "letters, digits, '.', '-', '_'"
         if pattern is _OWNER_RE:
             allowed += ", '@', '+'"
-        elif pattern is _HOST_RE:
+        elif pattern is HOST_RE:
             allowed += ", ':'"
         raise LabError(f"{what}: {value!r} is not valid (use {allowed}; no whitespace, quotes or shell characters)")
     return value
@@ -656,7 +656,7 @@ class Lab:
         if up is not None:
             conditions.append(nodes.c.up.is_(up))
         if vpshost:
-            conditions.append(nodes.c.vpshost == check_token("vpshost", vpshost, _HOST_RE))
+            conditions.append(nodes.c.vpshost == check_token("vpshost", vpshost, HOST_RE))
         if description:
             conditions.append(nodes.c.description.contains(check_description(description), autoescape=True))
         return self._run(
@@ -767,7 +767,7 @@ def _node_value(field: str, value: Any) -> Any:
     if field == "locked_by":
         return check_owner(str(value))
     if field in ("vpshost", "ssh_host"):
-        return check_token(field, str(value), _HOST_RE)
+        return check_token(field, str(value), HOST_RE)
     return check_token(field, str(value))
 
 
