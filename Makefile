@@ -10,7 +10,7 @@ DEMO_DB := sqlite:///$(CURDIR)/.cache/demo/lab.db
 .PHONY: test demo lint deps apt bench clean
 
 apt:
-	tools/ensure-apt @tools/apt-packages.txt
+	tools/ensure-apt @tools/apt-packages.txt @tests/lab/apt-packages.txt
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
