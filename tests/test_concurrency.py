@@ -125,11 +125,11 @@ def test_a_caller_holding_candidates_does_not_cause_a_refusal(db_url, lab):
     timer.start()
     try:
         started = time.monotonic()
-        changed, nodes = lab.lock(owner="alice@laptop", count=3, machine_types=["smithi"])
+        newly_locked, nodes = lab.lock(owner="alice@laptop", count=3, machine_types=["smithi"])
         waited = time.monotonic() - started
     finally:
         timer.join()
         conn.close()
         other.dispose()
-    assert changed and [node["name"] for node in nodes] == names
+    assert newly_locked == names and [node["name"] for node in nodes] == names
     assert waited >= 1.0, "the request did not wait for the other caller"

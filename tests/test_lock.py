@@ -92,6 +92,7 @@ def test_count_description_tops_up_what_the_owner_holds(db_url, lab):
     assert run.result("two")["locked"] == vps[:2]
     converge = run.result("converge")
     assert converge["changed"] is True and converge["locked"] == vps[:2]  # vps[1] kept, vps[0] free again
+    assert converge["newly_locked"] == [vps[0]]
     assert run.result("no description locks more")["locked"] == [vps[2]]
 
 

@@ -48,7 +48,7 @@ def test_lock_list_summary_unlock(db_url, lab, tmp_path):
     assert run.returncode != 0 and f"node {smithi[0]} is locked by alice@laptop" in run.output
     run = play("unlock.yml", db_url, "all=true")
     assert run.returncode == 0
-    assert run.result("Unlock the nodes")["unlocked"] == smithi[:2]
+    assert run.result("Unlock the nodes whose VMs are gone")["unlocked"] == smithi[:2]
     assert lab.query(locked=True) == []
 
 

@@ -385,9 +385,10 @@ class Lab:
         os_version: str | None = None,
         description: str | None = None,
         lease: str | int | None = None,
-    ) -> tuple[bool, list[dict[str, Any]]]:
+    ) -> tuple[list[str], list[dict[str, Any]]]:
         """Lock ``names``, or ``count`` free nodes of the first of
-        ``machine_types`` that has them all. Returns (changed, nodes)."""
+        ``machine_types`` that has them all. Returns (the names this call
+        locked, every requested node the owner now holds)."""
         check_owner(owner)
         for what, value in (("arch", arch), ("os_type", os_type), ("os_version", os_version)):
             if value is not None:
@@ -413,7 +414,7 @@ class Lab:
         # Definitive pass: waits for rows other callers hold, returns or raises.
         return self._run(lambda conn: self._lock_count(conn, count, types, request, skip_locked=False, last=True))
 
-    def _lock_names(self, conn: Any, names: list[str], request: _LockRequest) -> tuple[bool, list[dict[str, Any]]]:
+    def _lock_names(self, conn: Any, names: list[str], request: _LockRequest) -> tuple[list[str], list[dict[str, Any]]]:
         rows = self._select_names(conn, names)
         for row in rows:
             if row.locked and row.locked_by != request.owner:
@@ -424,7 +425,7 @@ class Lab:
             if mismatch:
                 raise LabError(f"names: node {row.name} {mismatch}")
         taken = self._take(conn, [row for row in rows if not row.locked], request)
-        return bool(taken), _by_name([*(row for row in rows if row.locked), *taken])
+        return [row.name for row in taken], _by_name([*(row for row in rows if row.locked), *taken])
 
     def _lock_count(
         self,
@@ -434,14 +435,14 @@ class Lab:
         request: _LockRequest,
         skip_locked: bool,
         last: bool,
-    ) -> tuple[bool, list[dict[str, Any]]] | None:
+    ) -> tuple[list[str], list[dict[str, Any]]] | None:
         self._check_known_types(conn, types)
         held = self._held(conn, types, request) if request.description is not None else {}
         shortfalls = []
         for machine_type in types:
             have = held.get(machine_type, [])
             if len(have) >= count:
-                return False, _by_name(have[:count])
+                return [], _by_name(have[:count])
             need = count - len(have)
             # With several types, a savepoint per type: a type that falls short releases
             # its row locks before the next is tried, so that callers waiting in the
@@ -459,7 +460,8 @@ class Lab:
             if len(candidates) == need:
                 if savepoint:
                     savepoint.commit()
-                return True, _by_name([*have, *self._take(conn, candidates, request)])
+                taken = self._take(conn, candidates, request)
+                return [row.name for row in taken], _by_name([*have, *taken])
             if savepoint:
                 savepoint.rollback()
             shortfalls.append((machine_type, need, len(have), len(candidates)))
@@ -579,12 +581,16 @@ class Lab:
 
     # -- administration
 
-    def set_node(self, name: str, fields: dict[str, Any], *, actor: str) -> tuple[bool, dict[str, Any] | None, dict[str, Any]]:
+    def set_node(
+        self, name: str, fields: dict[str, Any], *, actor: str, note: str | None = None
+    ) -> tuple[bool, dict[str, Any] | None, dict[str, Any]]:
         """Create node ``name`` or update the given fields (``None`` leaves a
-        field alone, ``""`` clears it). Returns (changed, before, after)."""
+        field alone, ``""`` clears it); ``note`` adds a history row of its own
+        (why a node went down, say). Returns (changed, before, after)."""
         check_token("name", name)
         check_owner(actor)
         values = _node_values(fields)
+        notes = [{"node": name, "action": "note", "actor": actor, "details": {"note": check_description(note)}}] if note else []
 
         def set_in(conn: Any) -> tuple[bool, dict[str, Any] | None, dict[str, Any]]:
             row = conn.execute(sa.select(nodes).where(nodes.c.name == name).with_for_update()).first()
@@ -597,7 +603,7 @@ class Lab:
                 _check_lock_fields(name, new)
                 conn.execute(nodes.insert().values(name=name, **new))
                 details = {k: _iso(v) for k, v in new.items() if v is not None}
-                self._record(conn, [{"node": name, "action": "add", "actor": actor, "details": details}])
+                self._record(conn, [{"node": name, "action": "add", "actor": actor, "details": details}, *notes])
                 return True, None, self._nodes(conn, [name])[0]
             before = node_dict(row)
             changes = {k: v for k, v in values.items() if getattr(row, k) != v}
@@ -606,10 +612,11 @@ class Lab:
                 if not changes["locked"]:
                     changes.update(locked_by=None, description=None, lease_expires=None)
             if not changes:
-                return False, before, before
+                self._record(conn, notes)
+                return bool(notes), before, before
             _check_lock_fields(name, {**row._asdict(), **changes})
             conn.execute(nodes.update().where(nodes.c.id == row.id).values(**changes))
-            self._record(conn, _change_events(name, actor, before, changes))
+            self._record(conn, [*notes, *_change_events(name, actor, before, changes)])
             return True, before, self._nodes(conn, [name])[0]
 
         return self._run(set_in)

@@ -115,6 +115,12 @@ locked:
   type: list
   elements: str
   sample: [vpm001.front.sepia.ceph.com, vpm002.front.sepia.ceph.com]
+newly_locked:
+  description: The names of the nodes this call locked (not those the owner already held); VMs to provision.
+  returned: always
+  type: list
+  elements: str
+  sample: [vpm002.front.sepia.ceph.com]
 """
 
 from ansible_collections.teuthology.lab.plugins.module_utils.lab_module import OWNER_ARGUMENT_SPEC, LabModule
@@ -141,7 +147,7 @@ def main() -> None:
     params = module.params
 
     def lock(lab):
-        changed, nodes = lab.lock(
+        newly_locked, nodes = lab.lock(
             owner=module.owner,
             names=params["names"],
             count=params["count"],
@@ -152,7 +158,7 @@ def main() -> None:
             description=params["description"],
             lease=params["lease"],
         )
-        return {"changed": changed, "nodes": nodes, "locked": [node["name"] for node in nodes]}
+        return {"changed": bool(newly_locked), "nodes": nodes, "locked": [node["name"] for node in nodes], "newly_locked": newly_locked}
 
     module.run(lock)
 

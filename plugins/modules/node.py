@@ -82,6 +82,10 @@ options:
   lease_expires:
     description: When the lock's lease ends, ISO 8601 (e.g. V(2026-11-25T18:00:00Z)).
     type: str
+  note:
+    description:
+      - Add this text to the node's history (action C(note)), e.g. why it was taken down. Always a change.
+    type: str
 attributes:
   check_mode:
     support: full
@@ -105,6 +109,7 @@ EXAMPLES = r"""
   teuthology.lab.node:
     name: smithi042.front.sepia.ceph.com
     up: false
+    note: disk errors on /dev/sdb
 
 - name: Record a node's host keys
   teuthology.lab.node:
@@ -139,6 +144,7 @@ def main() -> None:
             "name": {"type": "str", "required": True},
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
             "force": {"type": "bool", "default": False},
+            "note": {"type": "str"},
             **{field: {"type": _FIELD_TYPES.get(field, "str")} for field in SETTABLE_FIELDS},
         },
         supports_check_mode=True,
@@ -151,7 +157,7 @@ def main() -> None:
             after = None
         else:
             fields = {field: params[field] for field in SETTABLE_FIELDS}
-            changed, before, after = lab.set_node(params["name"], fields, actor=module.owner)
+            changed, before, after = lab.set_node(params["name"], fields, actor=module.owner, note=params["note"])
         return {"changed": changed, "node": after, "diff": {"before": before or {}, "after": after or {}}}
 
     module.run(apply)

@@ -110,7 +110,7 @@ events:
   elements: dict
   contains:
     node: {description: The node's name., type: str, returned: always}
-    action: {description: "What happened: add, update, remove, key, up, down, lock, unlock.", type: str, returned: always}
+    action: {description: "What happened: add, update, remove, key, up, down, lock, unlock, note.", type: str, returned: always}
     actor: {description: Who did it (the owner or admin)., type: str, returned: always}
     time: {description: When (ISO 8601, UTC)., type: str, returned: always}
     details: {description: What changed., type: dict, returned: always}

@@ -1,0 +1,165 @@
+# Copyright: teuthology.lab contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""downburst, the one place that knows it: where the executable is, what its
+meta-data and user-data say, its command lines and how it reports errors.
+
+Real downburst merges each ``--meta-data`` file into its own meta-data with
+``yaml.safe_load`` + ``dict.update`` (so our ``public-keys`` replace the list
+it reads from the vpshost user's ``~/.ssh/id_rsa.pub``), parses sizes with its
+``dehumanize`` units and puts ``cpus`` into its domain template as a number.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+# Where teuthology looks for a downburst checkout, after PATH.
+CHECKOUT_SUBPATH = "src/downburst/virtualenv/bin/downburst"
+FALLBACK_HOMES = ("/home/ubuntu", "/home/teuthology")
+DEFAULT_URI = "qemu:///system"
+KEY_TYPES = ("ed25519", "ecdsa", "rsa")
+# downburst's dehumanize units.
+_SIZE_RE = re.compile(r"^\s*[\d.]+\s*(B|kB|MB|GB|TB|PB|EB|ZB|YB|KiB|MiB|GiB|TiB|PiB|EiB|ZiB|YiB|k|K|M|G|T)?\s*$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_URI_RE = re.compile(r"^[a-z][a-z0-9+]*://[A-Za-z0-9._@:/?=&%-]*$")
+# What real downburst's stderr says when a create fails because the VM exists.
+_EXISTS_RE = re.compile(r"exists", re.IGNORECASE)
+_NO_VM_RE = re.compile(r"No virtual machine found", re.IGNORECASE)
+
+
+class DownburstError(Exception):
+    """Bad input or an executable that cannot be found."""
+
+
+def shortname(node_name: str) -> str:
+    """The VM's name: the node name up to its first dot, as teuthology does."""
+    short = node_name.split(".", 1)[0]
+    if not _NAME_RE.match(short):
+        raise DownburstError(f"name: {node_name!r} does not start with a valid VM name (letters, digits, '-', '_')")
+    return short
+
+
+def check_uri(uri: str) -> str:
+    if not _URI_RE.match(uri):
+        raise DownburstError(f"libvirt_uri: {uri!r} is not a libvirt URI (e.g. qemu:///system)")
+    return uri
+
+
+def check_size(what: str, size: str) -> str:
+    if not _SIZE_RE.match(str(size)):
+        raise DownburstError(f"{what}: {size!r} is not a size downburst reads (e.g. 3.8G, 100G, 512M)")
+    return str(size).strip()
+
+
+def checkout_candidates(home: str) -> list[str]:
+    """The downburst checkouts teuthology looks at, in order."""
+    candidates = [os.path.join(home, CHECKOUT_SUBPATH), *(os.path.join(h, CHECKOUT_SUBPATH) for h in FALLBACK_HOMES)]
+    return list(dict.fromkeys(candidates))
+
+
+def find_executable(explicit: str | None, which: Callable[[str], str | None], home: str) -> tuple[str, list[str]]:
+    """The downburst to run, and every place looked at: ``explicit``, else
+    ``downburst`` on PATH, else the checkouts under ``home``, /home/ubuntu
+    and /home/teuthology."""
+    if explicit:
+        if os.path.isfile(explicit) and os.access(explicit, os.X_OK):
+            return explicit, [explicit]
+        raise DownburstError(f"executable: {explicit} is not an executable file")
+    searched = ["downburst on PATH"]
+    found = which("downburst")
+    if found:
+        return found, searched
+    for candidate in checkout_candidates(home):
+        searched.append(candidate)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate, searched
+    raise DownburstError(f"downburst not found; looked at: {', '.join(searched)}")
+
+
+def meta_data(
+    *,
+    os_type: str | None,
+    os_version: str | None,
+    arch: str | None,
+    mac_address: str | None,
+    network: str,
+    cpus: int,
+    ram: str,
+    disk_size: str,
+    additional_disks: int,
+    additional_disks_size: str,
+    public_keys: Sequence[str],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """downburst's meta-data for a node, in the types downburst parses."""
+    settings: dict[str, Any] = {
+        "cpus": int(cpus),
+        "ram": check_size("ram", ram),
+        "disk-size": check_size("disk_size", disk_size),
+        "additional-disks": int(additional_disks),
+        "additional-disks-size": check_size("additional_disks_size", additional_disks_size),
+    }
+    for key, what, value in (("distro", "os_type", os_type), ("distroversion", "os_version", os_version), ("arch", "arch", arch)):
+        if value:
+            if not _TOKEN_RE.match(value):
+                raise DownburstError(f"{what}: {value!r} is not valid")
+            settings[key] = value
+    if mac_address:
+        settings["networks"] = [{"source": network, "mac": mac_address}]
+    if settings["cpus"] < 1 or settings["additional-disks"] < 0:
+        raise DownburstError("cpus must be at least 1 and additional_disks at least 0")
+    data: dict[str, Any] = {"public-keys": [key.strip() for key in public_keys if key.strip()], "downburst": settings}
+    for key, value in (extra or {}).items():
+        # Extra settings go into downburst's section; other top-level keys are meta-data of their own.
+        if key == "downburst" and isinstance(value, dict):
+            settings.update(value)
+        else:
+            data[key] = value
+    return data
+
+
+def user_data(host_keys: dict[str, dict[str, str]] | None) -> dict[str, Any]:
+    """cloud-config that makes the guest serve exactly ``host_keys``
+    ({type: {private, public}}), and no type cloud-init would make itself."""
+    if not host_keys:
+        return {}
+    ssh_keys = {}
+    for key_type, pair in host_keys.items():
+        if key_type not in KEY_TYPES:
+            raise DownburstError(f"host_keys: {key_type!r} is not one of {', '.join(KEY_TYPES)}")
+        ssh_keys[f"{key_type}_private"] = pair["private"]
+        ssh_keys[f"{key_type}_public"] = pair["public"].strip()
+    return {"ssh_deletekeys": True, "ssh_keys": ssh_keys}
+
+
+def create_argv(executable: str, uri: str, name: str, meta_file: str, user_file: str, fetch_default_key: bool) -> list[str]:
+    argv = [executable, "-c", check_uri(uri), "create", "--wait"]
+    if not fetch_default_key:
+        argv.append("--nokey")
+    return [*argv, f"--meta-data={meta_file}", f"--user-data={user_file}", name]
+
+
+def destroy_argv(executable: str, uri: str, name: str) -> list[str]:
+    # -v: downburst says "No virtual machine found" only at debug level.
+    return [executable, "-v", "-c", check_uri(uri), "destroy", name]
+
+
+def says_exists(stderr: str) -> bool:
+    """Did a create fail because a VM of that name is already there?"""
+    return any(_EXISTS_RE.search(line) for line in error_lines(stderr))
+
+
+def was_absent(stderr: str) -> bool:
+    """Did a destroy find no VM?"""
+    return bool(_NO_VM_RE.search(stderr))
+
+
+def error_lines(stderr: str) -> list[str]:
+    """downburst's own error report: its ERROR lines, else the last lines."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("ERROR:") or "Error" in line.split(":", 1)[0]]
+    return errors or lines[-5:]

@@ -1,0 +1,258 @@
+#!/usr/bin/python
+# Copyright: teuthology.lab contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: downburst
+short_description: Create or destroy a node's VM with downburst, on its vpshost
+description:
+  - Runs L(downburst,https://github.com/ceph/downburst) on the host it runs on (a node's vpshost, reached with
+    C(delegate_to)) to install a fresh VM for a C(vps) node, or to destroy it.
+  - Finds the executable in this order; O(executable); C(downburst) on C(PATH); C(src/downburst/virtualenv/bin/downburst)
+    under the SSH user's home, then under C(/home/ubuntu) and C(/home/teuthology). None found, it fails naming every
+    place it looked at.
+  - Writes downburst's meta-data and user-data to a private temporary directory, removed afterwards, and runs
+    C(downburst -c URI create --wait [--nokey] --meta-data=FILE --user-data=FILE SHORTNAME) as an argument vector.
+  - A create that fails because a VM of that name already exists (a leftover) destroys it and tries again, at most
+    O(retries) times.
+  - A failed create is not cleaned up here (downburst leaves the VM); the role M(teuthology.lab.downburst) destroys it.
+  - O(state=absent) runs C(downburst -c URI destroy SHORTNAME); a VM that is already gone is not an error.
+version_added: 0.1.0
+author: teuthology.lab contributors
+options:
+  node:
+    description:
+      - The node, as a dict returned by M(teuthology.lab.lock) or M(teuthology.lab.node_info). Uses C(name)
+        (the VM is named by its first label), C(os_type), C(os_version), C(arch) and C(mac_address).
+    type: dict
+    required: true
+  state:
+    description: V(present) creates a fresh VM; V(absent) destroys it.
+    type: str
+    choices: [present, absent]
+    default: present
+  executable:
+    description: The downburst executable, instead of looking for it.
+    type: path
+  libvirt_uri:
+    description: The libvirt URI downburst connects to (C(-c)).
+    type: str
+    default: qemu:///system
+  cpus:
+    description: Number of virtual CPUs.
+    type: int
+    default: 1
+  ram:
+    description: Memory, in downburst's units.
+    type: str
+    default: 3.8G
+  disk_size:
+    description: Size of the system disk.
+    type: str
+    default: 100G
+  additional_disks:
+    description: Number of additional disks.
+    type: int
+    default: 4
+  additional_disks_size:
+    description: Size of each additional disk.
+    type: str
+    default: 100G
+  network:
+    description: The libvirt network the node's MAC address is attached to (meta-data C(networks[].source)).
+    type: str
+    default: front
+  public_keys:
+    description: The SSH public keys that may log in to the VM (meta-data C(public-keys)).
+    type: list
+    elements: str
+    default: []
+  host_keys:
+    description:
+      - Host key pairs the VM must serve, by type (V(ed25519), V(ecdsa), V(rsa)), each a dict with C(private) and
+        C(public); passed to cloud-init as C(ssh_keys) with C(ssh_deletekeys=true).
+      - Never shown in output.
+    type: dict
+  fetch_default_key:
+    description: Let downburst fetch the Sepia lab's default key from the internet (otherwise C(--nokey)).
+    type: bool
+    default: false
+  extra_meta_data:
+    description: More meta-data; its C(downburst) mapping is merged into downburst's settings, other keys are added.
+    type: dict
+    default: {}
+  retries:
+    description: How many times a create that finds a leftover VM of the same name destroys it and tries again.
+    type: int
+    default: 3
+attributes:
+  check_mode:
+    support: full
+    description: A dry run; finds the executable and returns the commands it would run.
+  diff_mode:
+    support: none
+requirements:
+  - downburst on the vpshost
+notes:
+  - Long creates should run with C(async) and C(poll), so that no SSH timeout cuts them.
+seealso:
+  - module: teuthology.lab.lock
+"""
+
+EXAMPLES = r"""
+- name: Install a fresh VM for a locked node, on its vpshost
+  teuthology.lab.downburst:
+    node: "{{ node }}"
+    public_keys: ["{{ lookup('ansible.builtin.file', '~/.ssh/id_ed25519.pub') }}"]
+  delegate_to: "{{ node.vpshost }}"
+  async: 1800
+  poll: 10
+
+- name: Destroy it
+  teuthology.lab.downburst:
+    node: "{{ node }}"
+    state: absent
+  delegate_to: "{{ node.vpshost }}"
+"""
+
+RETURN = r"""
+executable:
+  description: The downburst that ran (or would run).
+  returned: when found
+  type: str
+searched:
+  description: Every place looked at for the executable, in order.
+  returned: always
+  type: list
+  elements: str
+commands:
+  description: The command lines run (or, in check mode, to run), in order.
+  returned: when found
+  type: list
+  elements: list
+meta_data:
+  description: The meta-data given to downburst.
+  returned: with O(state=present)
+  type: dict
+attempts:
+  description: How many creates it took (more than one when leftover VMs were destroyed first).
+  returned: with O(state=present)
+  type: int
+stderr:
+  description: downburst's standard error of the last command.
+  returned: when run
+  type: str
+"""
+
+import json
+import os
+import shlex
+import shutil
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.teuthology.lab.plugins.module_utils import downburst as downburst_utils
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "node": {"type": "dict", "required": True},
+            "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+            "executable": {"type": "path"},
+            "libvirt_uri": {"type": "str", "default": downburst_utils.DEFAULT_URI},
+            "cpus": {"type": "int", "default": 1},
+            "ram": {"type": "str", "default": "3.8G"},
+            "disk_size": {"type": "str", "default": "100G"},
+            "additional_disks": {"type": "int", "default": 4},
+            "additional_disks_size": {"type": "str", "default": "100G"},
+            "network": {"type": "str", "default": "front"},
+            "public_keys": {"type": "list", "elements": "str", "default": [], "no_log": False},
+            "host_keys": {"type": "dict", "no_log": True},
+            "fetch_default_key": {"type": "bool", "default": False},
+            "extra_meta_data": {"type": "dict", "default": {}},
+            "retries": {"type": "int", "default": 3},
+        },
+        supports_check_mode=True,
+    )
+    params = module.params
+    node = params["node"]
+    result: dict = {"searched": []}
+    try:
+        name = downburst_utils.shortname(str(node.get("name", "")))
+        downburst_utils.check_uri(params["libvirt_uri"])
+        executable, result["searched"] = downburst_utils.find_executable(params["executable"], module.get_bin_path, os.path.expanduser("~"))
+        result["executable"] = executable
+        if params["state"] == "present":
+            meta = downburst_utils.meta_data(
+                os_type=node.get("os_type"),
+                os_version=node.get("os_version"),
+                arch=node.get("arch"),
+                mac_address=node.get("mac_address"),
+                network=params["network"],
+                cpus=params["cpus"],
+                ram=params["ram"],
+                disk_size=params["disk_size"],
+                additional_disks=params["additional_disks"],
+                additional_disks_size=params["additional_disks_size"],
+                public_keys=params["public_keys"],
+                extra=params["extra_meta_data"],
+            )
+            user = downburst_utils.user_data(params["host_keys"])
+    except downburst_utils.DownburstError as error:
+        module.fail_json(msg=f"{node.get('name')}: {error}", **result)
+
+    def run(argv: list[str]) -> tuple[int, str]:
+        result.setdefault("commands", []).append(argv)
+        rc, _out, err = module.run_command(argv)
+        result["stderr"] = err
+        return rc, err
+
+    if params["state"] == "absent":
+        argv = downburst_utils.destroy_argv(executable, params["libvirt_uri"], name)
+        if module.check_mode:
+            module.exit_json(changed=True, commands=[argv], **result)
+        rc, err = run(argv)
+        if rc != 0:
+            module.fail_json(msg=f"{node['name']}: downburst destroy failed: {' '.join(downburst_utils.error_lines(err))}", rc=rc, **result)
+        module.exit_json(changed=not downburst_utils.was_absent(err), **result)
+
+    result["meta_data"] = meta
+    workdir = tempfile.mkdtemp(prefix="downburst-")  # mode 0700: user-data may hold private host keys
+    try:
+        meta_file, user_file = os.path.join(workdir, "meta-data.yaml"), os.path.join(workdir, "user-data.yaml")
+        # JSON is YAML: downburst and cloud-init read it, and the vpshost needs no YAML library.
+        with open(meta_file, "w") as f:
+            json.dump(meta, f, indent=2)
+        with open(user_file, "w") as f:
+            f.write("#cloud-config\n" + json.dumps(user, indent=2) + "\n")
+        argv = downburst_utils.create_argv(executable, params["libvirt_uri"], name, meta_file, user_file, params["fetch_default_key"])
+        if module.check_mode:
+            module.exit_json(changed=True, commands=[argv], **result)
+        for attempt in range(1, params["retries"] + 2):
+            result["attempts"] = attempt
+            rc, err = run(argv)
+            if rc == 0 or not downburst_utils.says_exists(err) or attempt > params["retries"]:
+                break
+            # A leftover VM of that name: destroy it and try again, as teuthology does.
+            destroy_rc, destroy_err = run(downburst_utils.destroy_argv(executable, params["libvirt_uri"], name))
+            if destroy_rc != 0:
+                err = destroy_err
+                break
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if rc != 0:
+        module.fail_json(
+            msg=f"{node['name']}: downburst create failed (exit {rc}): {' '.join(downburst_utils.error_lines(err))}",
+            rc=rc,
+            command=shlex.join(argv),
+            **result,
+        )
+    module.exit_json(changed=True, **result)
+
+
+if __name__ == "__main__":
+    main()
