@@ -73,3 +73,33 @@ def test_list_targets_in_teuthology_format(db_url, lab, tmp_path):
     run = play("list_targets.yml", db_url, "description=run-", "targets_bare=true")
     shown = yaml.safe_load(run.result("Show the targets")["msg"])
     assert shown == {"targets": {node["name"]: node["ssh_pub_key"] for node in lab.query(locked=True)}}
+
+
+def test_libvirt_aliases(db_url, lab, tmp_path):
+    seed(lab, "vps", 2, "vpm", vpshost="mira001.front.sepia.ceph.com")
+    seed(lab, "vps", 1, "vpx", vpshost="mira002.front.sepia.ceph.com")
+    seed(lab, "smithi", 1)
+    home = tmp_path / "home"
+    conf = home / ".config/libvirt/libvirt.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text('uri_default = "qemu:///system"\n')
+
+    def aliases(*extra: str):
+        args = [arg for pair in extra for arg in ("-e", pair)]
+        return run_playbook(REPO / "playbooks/libvirt_aliases.yml", *args, env={"TEUTHOLOGY_LAB_DB": db_url, "HOME": str(home)})
+
+    run = aliases("libvirt_user=teuthology")
+    assert run.returncode == 0, run.output
+    text = conf.read_text()
+    assert text.startswith('uri_default = "qemu:///system"\n')
+    assert (
+        "uri_aliases = [\n"
+        '  "mira001=qemu+ssh://teuthology@mira001.front.sepia.ceph.com/system?no_tty=1",\n'
+        '  "mira002=qemu+ssh://teuthology@mira002.front.sepia.ceph.com/system?no_tty=1",\n'
+        "]\n"
+    ) in text
+    assert aliases("libvirt_user=teuthology").result("Write the aliases")["changed"] is False
+    assert conf.read_text() == text
+    run = aliases("libvirt_conf_legacy=true")
+    assert run.returncode == 0
+    assert "mira001=qemu+ssh://ubuntu@mira001.front.sepia.ceph.com/system?no_tty=1" in (home / ".libvirt/libvirt.conf").read_text()

@@ -11,6 +11,7 @@ it reads from the vpshost user's ``~/.ssh/id_rsa.pub``), parses sizes with its
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -134,6 +135,16 @@ def user_data(host_keys: dict[str, dict[str, str]] | None) -> dict[str, Any]:
         ssh_keys[f"{key_type}_private"] = pair["private"]
         ssh_keys[f"{key_type}_public"] = pair["public"].strip()
     return {"ssh_deletekeys": True, "ssh_keys": ssh_keys}
+
+
+def meta_data_text(meta: dict[str, Any]) -> str:
+    # JSON is YAML: downburst reads it, and the vpshost needs no YAML library.
+    return json.dumps(meta, indent=2) + "\n"
+
+
+def user_data_text(user: dict[str, Any]) -> str:
+    """A ``#cloud-config`` document (downburst passes a non-archive user-data file on as one part)."""
+    return "#cloud-config\n" + json.dumps(user, indent=2) + "\n"
 
 
 def create_argv(executable: str, uri: str, name: str, meta_file: str, user_file: str, fetch_default_key: bool) -> list[str]:

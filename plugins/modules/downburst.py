@@ -146,7 +146,6 @@ stderr:
   type: str
 """
 
-import json
 import os
 import shlex
 import shutil
@@ -224,11 +223,10 @@ def main() -> None:
     workdir = tempfile.mkdtemp(prefix="downburst-")  # mode 0700: user-data may hold private host keys
     try:
         meta_file, user_file = os.path.join(workdir, "meta-data.yaml"), os.path.join(workdir, "user-data.yaml")
-        # JSON is YAML: downburst and cloud-init read it, and the vpshost needs no YAML library.
         with open(meta_file, "w") as f:
-            json.dump(meta, f, indent=2)
+            f.write(downburst_utils.meta_data_text(meta))
         with open(user_file, "w") as f:
-            f.write("#cloud-config\n" + json.dumps(user, indent=2) + "\n")
+            f.write(downburst_utils.user_data_text(user))
         argv = downburst_utils.create_argv(executable, params["libvirt_uri"], name, meta_file, user_file, params["fetch_default_key"])
         if module.check_mode:
             module.exit_json(changed=True, commands=[argv], **result)

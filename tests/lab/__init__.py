@@ -215,14 +215,16 @@ class Lab:
         dest = host.bin_dir / "downburst" if path is None else host.path(path)
         return install_downburst(dest, self.standin_config)
 
-    def start_vpshosts(self, n: int, with_downburst: bool = True) -> list[VPSHost]:
-        """Start `n` more vpshosts (127.0.1.N); with_downburst puts the stand-in on PATH."""
+    def start_vpshosts(self, n: int, with_downburst: bool = True, private_root: bool = False) -> list[VPSHost]:
+        """Start `n` more vpshosts (127.0.1.N); with_downburst puts the stand-in on PATH;
+        private_root gives each an empty /root of its own (see start_vpshost)."""
         if with_downburst:
             self.ensure_image()
             self.start_daemons()
         started = []
         for _ in range(n):
-            host = start_vpshost(len(self.vpshosts) + 1, self.run_dir, self.client_pubkey, self.client_key)
+            host = start_vpshost(len(self.vpshosts) + 1, self.run_dir, self.client_pubkey, self.client_key,
+                                 private_root=private_root)
             self.vpshosts.append(host)
             started.append(host)
             if with_downburst:

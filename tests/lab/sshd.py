@@ -84,6 +84,9 @@ class VPSHost:
             "ansible_ssh_private_key_file": str(self.client_key),
             "ansible_ssh_common_args": " ".join(self.ssh_options()),
             "ansible_python_interpreter": "/usr/bin/python3",
+            # Masters of this run only: a stale master from an earlier run on the same
+            # address would otherwise carry commands into that run's dead vpshost.
+            "ansible_control_path_dir": str(self.workdir / "cp"),
             "lab_known_hosts_file": str(self.known_hosts),
         }
 
@@ -138,8 +141,14 @@ class VPSHost:
                 self.process.wait(timeout)
 
 
-def start_vpshost(index: int, run_dir: Path, client_pubkey: Path, client_key: Path, timeout: float = 20) -> VPSHost:
-    """Start vpshost number `index` (1-based) at 127.0.1.<index>."""
+def start_vpshost(
+    index: int, run_dir: Path, client_pubkey: Path, client_key: Path, timeout: float = 20, private_root: bool = False
+) -> VPSHost:
+    """Start vpshost number `index` (1-based) at 127.0.1.<index>.
+
+    `private_root` also gives it a private, empty /root (the SSH user's home),
+    for tests that put files under ~; such a host cannot run the stand-in,
+    whose Python lives under the real /root."""
     if not Path(SSHD).exists():
         raise RuntimeError("openssh-server is missing: install tests/lab/apt-packages.txt")
     name = f"vpshost{index}"
@@ -182,7 +191,10 @@ LogLevel VERBOSE
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
     subprocess.run([SSHD, "-t", "-f", str(config)], check=True, capture_output=True, timeout=30)
     # Private mount namespace: a tmpfs /home only this sshd and its sessions see.
-    script = 'mount -t tmpfs -o mode=755 lab-home /home && exec "$0" -D -e -f "$1"'
+    script = 'mount -t tmpfs -o mode=755 lab-home /home && '
+    if private_root:
+        script += 'mount -t tmpfs -o mode=700 lab-root /root && '
+    script += 'exec "$0" -D -e -f "$1"'
     with open(work / "sshd.log", "wb") as log:
         proc = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script, SSHD, str(config)],

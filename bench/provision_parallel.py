@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Wall time to lock and provision 1 and 4 vps nodes on 2 vpshosts until they
+answer SSH with their keys recorded (playbooks/lock.yml on the local lab),
+and the ratio 4-node / 1-node. Teuthology creates VMs one after the other
+(ratio about 4); the same 4 nodes with --forks 1 are measured too, as that
+serial baseline in the same run.
+
+    .venv/bin/python bench/provision_parallel.py [--runs 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from lab import Lab as VMLab
+from lab import cleanup_domains, free_port
+from support.ansible_run import REPO, collections_root, run_playbook
+
+sys.path.insert(0, str(collections_root()))
+
+from ansible_collections.teuthology.lab.plugins.module_utils.lockdb import Lab
+
+SLOTS = {"vpm201": "vpshost1", "vpm202": "vpshost2", "vpm203": "vpshost1", "vpm204": "vpshost2"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1, help="runs of each measurement (median)")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="tlab-provbench-"))
+    with VMLab() as lab:
+        lab.start_vpshosts(2)
+        ports = {name: free_port() for name in SLOTS}
+        lab.set_slots(ports)
+        inventory = tmp / "vpshosts.yml"
+        inventory.write_text(yaml.safe_dump({"all": {"hosts": lab.inventory()}}))
+        extra = tmp / "extra.json"
+        extra.write_text(json.dumps({"downburst_authorized_keys": [lab.client_pubkey.read_text().strip()]}))
+        db = f"sqlite:///{tmp / 'lab.db'}"
+        handle = Lab(db)
+        for short, vpshost in SLOTS.items():
+            handle.set_node(f"{short}.front.sepia.ceph.com", {"machine_type": "vps", "vpshost": vpshost,
+                                                              "ssh_host": "127.0.0.1", "ssh_port": ports[short]}, actor="bench@lab")
+        env = {"TEUTHOLOGY_LAB_DB": db, "TEUTHOLOGY_LAB_OWNER": "bench@lab"}
+
+        def provision(count: int, *flags: str) -> float:
+            start = time.perf_counter()
+            run = run_playbook(REPO / "playbooks/lock.yml", "-i", str(inventory), "-e", f"@{extra}",
+                               "-e", f"count={count}", "-e", "machine_type=vps", *flags, env=env)
+            elapsed = time.perf_counter() - start
+            if run.returncode != 0:
+                raise SystemExit(run.output)
+            keyed = [n for n in handle.query(locked=True) if n["ssh_pub_key"]]
+            assert len(keyed) == count, keyed
+            unlocked = run_playbook(REPO / "playbooks/unlock.yml", "-i", str(inventory), "-e", "all=true", env=env)
+            if unlocked.returncode != 0:
+                raise SystemExit(unlocked.output)
+            return elapsed
+
+        try:
+            results = {
+                "1 node": statistics.median(provision(1) for _ in range(args.runs)),
+                "4 nodes": statistics.median(provision(4) for _ in range(args.runs)),
+                "4 nodes, --forks 1 (serial)": statistics.median(provision(4, "--forks", "1") for _ in range(args.runs)),
+            }
+        finally:
+            cleanup_domains(names=list(SLOTS))
+            handle.close()
+    one = results["1 node"]
+    print(f"lock + provision until SSH-ready with recorded keys (2 vpshosts), median of {args.runs}")
+    print(f"{'':<30} {'seconds':>8} {'x 1 node':>9}")
+    for label, seconds in results.items():
+        print(f"{label:<30} {seconds:>8.1f} {seconds / one:>9.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""VM provisioning end to end on the local lab: real sshd vpshosts, real libvirt
+and QEMU, the downburst stand-in; lock.yml / unlock.yml through ansible-playbook."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import yaml
+
+from lab import Lab as VMLab
+from lab import cleanup_domains, free_port, keyscan, lab_domains
+from support.ansible_run import BIN, REPO, ansible_env, run_playbook
+
+OWNER = "alice@laptop"
+# Two VM slots on each of two vpshosts.
+SLOTS = {"vpm001": "vpshost1", "vpm002": "vpshost1", "vpm003": "vpshost2", "vpm004": "vpshost2"}
+DOMAIN = ".front.sepia.ceph.com"
+
+
+@pytest.fixture(scope="module")
+def vm_lab(tmp_path_factory):
+    with VMLab() as lab:
+        lab.start_vpshosts(2)
+        ports = {name: free_port() for name in SLOTS}
+        lab.set_slots(ports)
+        inventory = tmp_path_factory.mktemp("provision") / "vpshosts.yml"
+        inventory.write_text(yaml.safe_dump({"all": {"hosts": lab.inventory()}}))
+        yield lab, ports, inventory
+
+
+@pytest.fixture
+def slots(vm_lab, tmp_path):
+    """A fresh lock database with the four VM slots; every test leaves no domain behind."""
+    from ansible_collections.teuthology.lab.plugins.module_utils.lockdb import Lab
+
+    lab, ports, _ = vm_lab
+    db = f"sqlite:///{tmp_path / 'lab.db'}"
+    handle = Lab(db)
+    for short, vpshost in SLOTS.items():
+        handle.set_node(short + DOMAIN, {"machine_type": "vps", "arch": "x86_64", "vpshost": vpshost,
+                                         "ssh_host": "127.0.0.1", "ssh_port": ports[short]}, actor="admin@lab")
+    extra = tmp_path / "extra.json"
+    extra.write_text(json.dumps({"downburst_authorized_keys": [lab.client_pubkey.read_text().strip()]}))
+    yield handle, db, extra
+    cleanup_domains(names=list(SLOTS))
+    handle.close()
+
+
+def playbook(name, db, extra, inventory, *args, **extra_vars):
+    pairs = [json.dumps({key: value}) if isinstance(value, dict) else f"{key}={value}" for key, value in extra_vars.items()]
+    return run_playbook(
+        REPO / "playbooks" / name, "-i", inventory, "-e", f"@{extra}", *args, *[a for p in pairs for a in ("-e", p)],
+        env={"TEUTHOLOGY_LAB_DB": db, "TEUTHOLOGY_LAB_OWNER": OWNER},
+    )
+
+
+def served(port: int) -> set[str]:
+    """The host keys a VM serves, scanned independently of the collection."""
+    return {f"{key_type} {blob}" for key_type, blob in keyscan(port)}
+
+
+def recorded(handle, short: str) -> set[str]:
+    return set((handle.query(names=[short + DOMAIN])[0]["ssh_pub_key"] or "").splitlines())
+
+
+@pytest.mark.parametrize("host_keys", ["inject", "scan"])
+def test_lock_provision_run_unlock(vm_lab, slots, tmp_path, host_keys):
+    lab, ports, inventory = vm_lab
+    handle, db, extra = slots
+    targets_file = tmp_path / "targets.yml"
+    run = playbook("lock.yml", db, extra, inventory, count=3, machine_type="vps", os_type="debian", os_version="12",
+                   description="run-1", targets_file=targets_file, downburst_host_keys=host_keys)
+    assert run.returncode == 0, run.output
+    locked = ["vpm001", "vpm002", "vpm003"]
+    assert set(lab_domains()) & set(SLOTS) == set(locked)
+    for short in locked:
+        keys = served(ports[short])
+        assert keys and recorded(handle, short) == keys, short
+        if host_keys == "inject":
+            assert {key.split()[0] for key in keys} == {"ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-rsa"}
+    targets = yaml.safe_load(targets_file.read_text())["targets"]
+    assert targets == {f"ubuntu@{n['name']}": n["ssh_pub_key"] for n in handle.query(locked=True)}
+    assert "3 VMs were installed with fresh host keys" in run.output
+
+    # A command on each VM over SSH, strict checking against the recorded keys (the inventory plugin pins them).
+    source = tmp_path / "locks.yml"
+    source.write_text("plugin: teuthology.lab.locks\nuser: root\n")
+    ran = subprocess.run(
+        [BIN / "ansible", "all", "-i", source, "-m", "raw", "-a", "echo ran-$((6*7))"],
+        env=ansible_env(TEUTHOLOGY_LAB_DB=db, TEUTHOLOGY_LAB_OWNER=OWNER, ANSIBLE_PRIVATE_KEY_FILE=str(lab.client_key),
+                        ANSIBLE_HOST_KEY_CHECKING="False"),
+        capture_output=True, text=True, timeout=300,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert ran.stdout.count("ran-42") == 3
+
+    before = recorded(handle, "vpm001")
+    run = playbook("unlock.yml", db, extra, inventory, all="true")
+    assert run.returncode == 0, run.output
+    assert not set(lab_domains()) & set(SLOTS)
+    assert handle.query(locked=True) == []
+
+    # The same slot again: a new VM, a new host key on record.
+    run = playbook("lock.yml", db, extra, inventory, names="vpm001" + DOMAIN, downburst_host_keys=host_keys)
+    assert run.returncode == 0, run.output
+    again = recorded(handle, "vpm001")
+    assert again == served(ports["vpm001"]) and not again & before
+    run = playbook("unlock.yml", db, extra, inventory, names="vpm001" + DOMAIN)
+    assert run.returncode == 0, run.output
+    assert "vpm001" not in lab_domains()
+    actions = [e["action"] for e in handle.history(["vpm001" + DOMAIN])]
+    assert actions.count("lock") == 2 and actions.count("unlock") == 2 and "key" in actions
+
+
+def test_inject_refuses_a_vm_serving_other_keys(vm_lab, slots):
+    _, _, inventory = vm_lab
+    handle, db, extra = slots
+    run = playbook("lock.yml", db, extra, inventory, names="vpm002" + DOMAIN,
+                   downburst_extra_meta_data={"lab": {"ignore_ssh_keys": True}})
+    assert run.returncode != 0
+    assert "serves host keys that were not injected" in run.output and "downburst_host_keys=scan" in run.output
+    assert "vpm002" not in lab_domains()
+    node = handle.query(names=["vpm002" + DOMAIN])[0]
+    assert (node["locked"], node["up"]) == (False, True)  # downburst_on_failure: unlock
+    notes = [e["details"]["note"] for e in handle.history([node["name"]]) if e["action"] == "note"]
+    assert len(notes) == 1 and "vpshost1" in notes[0] and "slot unlocked" in notes[0]
+
+
+@pytest.mark.parametrize(
+    ("failure", "on_failure", "step"),
+    [("create", "down", "Create the VM on its vpshost"), ("ssh", "unlock", "Wait for the VM to answer SSH")],
+)
+def test_failed_provisioning_cleans_up(vm_lab, slots, failure, on_failure, step):
+    _, _, inventory = vm_lab
+    handle, db, extra = slots
+    run = playbook("lock.yml", db, extra, inventory, names="vpm003" + DOMAIN, downburst_on_failure=on_failure,
+                   downburst_ssh_timeout=8, downburst_extra_meta_data={"lab": {"fail": failure}})
+    assert run.returncode != 0
+    message = f"provisioning vpm003{DOMAIN} on vpshost vpshost2 failed at step '{step}"
+    assert message in run.output, run.output
+    if failure == "create":
+        assert "ERROR:downburst" in run.output  # downburst's own stderr
+    else:
+        assert "served no SSH host key (waited 8 s)" in run.output
+    assert "vpm003" not in lab_domains()
+    node = handle.query(names=["vpm003" + DOMAIN])[0]
+    assert node["locked"] is False
+    assert node["up"] is (on_failure != "down")
+
+
+def test_destroy_failure_keeps_the_slot_locked(vm_lab, slots):
+    _, _, inventory = vm_lab
+    handle, db, extra = slots
+    run = playbook("lock.yml", db, extra, inventory, names="vpm004" + DOMAIN,
+                   downburst_extra_meta_data={"lab": {"fail": "destroy"}})
+    assert run.returncode == 0, run.output
+    run = playbook("unlock.yml", db, extra, inventory, names="vpm004" + DOMAIN)
+    assert run.returncode != 0
+    assert f"still locked, their VMs could not be destroyed: vpm004{DOMAIN}" in run.output, run.output[-3000:]
+    assert handle.query(names=["vpm004" + DOMAIN])[0]["locked"] is True
+    assert "vpm004" in lab_domains()
+
+
+def test_user_data_passes_cloud_init_schema(tmp_path):
+    from ansible_collections.teuthology.lab.plugins.module_utils.downburst import user_data, user_data_text
+
+    pairs = {}
+    for key_type, bits in (("ed25519", "256"), ("ecdsa", "256"), ("rsa", "3072")):
+        path = tmp_path / key_type
+        subprocess.run(["ssh-keygen", "-q", "-t", key_type, "-b", bits, "-N", "", "-f", path], check=True)
+        pairs[key_type] = {"private": path.read_text(), "public": path.with_suffix(".pub").read_text()}
+    config = tmp_path / "user-data"
+    config.write_text(user_data_text(user_data(pairs)))
+    check = subprocess.run(["cloud-init", "schema", "--config-file", config], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "Valid schema" in check.stdout
+    bad = tmp_path / "bad"
+    bad.write_text(user_data_text({"ssh_deletekeys": "yes please"}))
+    assert subprocess.run(["cloud-init", "schema", "--config-file", bad], capture_output=True).returncode != 0
