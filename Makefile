@@ -26,7 +26,7 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 deps: apt $(BIN)/.installed .cache/collections/ansible_collections/teuthology/lab
 
 lint: deps
-	$(BIN)/ruff check plugins tests bench
+	$(BIN)/ruff check plugins tests bench demo
 
 test: lint
 	$(BIN)/python -m pytest
@@ -37,6 +37,8 @@ demo: deps
 
 bench: deps
 	$(BIN)/python bench/lock_throughput.py
+	$(BIN)/python bench/inventory_scale.py
+	$(BIN)/python bench/provision_parallel.py
 
 clean:
 	rm -rf $(VENV) .cache tests/output

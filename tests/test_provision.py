@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 import yaml
@@ -80,6 +82,12 @@ def test_lock_provision_run_unlock(vm_lab, slots, tmp_path, host_keys):
         assert keys and recorded(handle, short) == keys, short
         if host_keys == "inject":
             assert {key.split()[0] for key in keys} == {"ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-rsa"}
+    if host_keys == "inject":
+        # The private host keys are gone from controller and vpshost (here the same machine) once create returned.
+        assert not list(Path(tempfile.gettempdir()).glob("downburst-*"))
+        leftovers = subprocess.run(["grep", "-rl", "PRIVATE KEY", *[str(Path.home() / d) for d in (".ansible/tmp", ".ansible_async")]],
+                                   capture_output=True, text=True)
+        assert leftovers.stdout == "", leftovers.stdout
     targets = yaml.safe_load(targets_file.read_text())["targets"]
     assert targets == {f"ubuntu@{n['name']}": n["ssh_pub_key"] for n in handle.query(locked=True)}
     assert "3 VMs were installed with fresh host keys" in run.output
