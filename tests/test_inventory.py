@@ -158,6 +158,18 @@ def test_export_carries_what_a_job_needs(db_url, lab, tmp_path):
     assert "KnownHostsCommand=" in hostvars["ansible_ssh_common_args"]
 
 
+def test_host_shows_one_node(db_url, lab, tmp_path):
+    vps, _, _ = lab_fixture(lab)
+    source = tmp_path / "locks.yml"
+    source.write_text(yaml.safe_dump({"plugin": "teuthology.lab.locks", "db": db_url}))
+    proc = subprocess.run([BIN / "ansible-inventory", "-i", source, "--host", vps[0]], env=ansible_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    hostvars = json.loads(proc.stdout, object_hook=_plain)
+    assert hostvars["teuthology_name"] == vps[0] and hostvars["teuthology_ssh_pub_key"] == ED25519
+    assert hostvars["ansible_ssh_host_key_checking"] is True
+
+
 def test_bad_configuration(tmp_path, pg_server):
     bad = [
         ({"db": "sqlite:///" + str(tmp_path / "lab.db"), "colour": "blue"}, "colour"),
