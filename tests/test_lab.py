@@ -17,6 +17,7 @@ import yaml
 
 from lab import Lab, VPSHost, free_port, keyscan, lab_domains
 from lab.daemons import virsh
+from lab.sshd import strict_ssh_options
 
 HOME_DOWNBURST = "/home/ubuntu/src/downburst/virtualenv/bin/downburst"
 ERROR_LINE = re.compile(r"^ERROR:downburst\.cli:", re.M)
@@ -62,20 +63,7 @@ def guest_ssh(local_lab: Lab, port: int, known_hosts: Path, command: str) -> sub
     return subprocess.run(
         [
             "ssh",
-            "-F",
-            "/dev/null",
-            "-o",
-            f"UserKnownHostsFile={known_hosts}",
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=20",
+            *strict_ssh_options(known_hosts, connect_timeout=20),
             "-i",
             str(local_lab.client_key),
             "-p",

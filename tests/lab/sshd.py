@@ -52,6 +52,19 @@ def ssh_banner(address: str, port: int, timeout: float = 3.0) -> bytes | None:
     return data if data.startswith(b"SSH-") else None
 
 
+def strict_ssh_options(known_hosts: Path, connect_timeout: int) -> list[str]:
+    """ssh options that check host keys against `known_hosts` only, never ~/.ssh."""
+    return [
+        "-F", "/dev/null",
+        "-o", f"UserKnownHostsFile={known_hosts}",
+        "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", "IdentitiesOnly=yes",
+        "-o", "BatchMode=yes",
+        "-o", f"ConnectTimeout={connect_timeout}",
+    ]
+
+
 def known_hosts_line(address: str, port: int, pubkey_file: Path) -> str:
     host = address if port == 22 else f"[{address}]:{port}"
     ktype, blob = pubkey_file.read_text().split()[:2]
@@ -91,22 +104,7 @@ class VPSHost:
         }
 
     def ssh_options(self) -> list[str]:
-        return [
-            "-F",
-            "/dev/null",
-            "-o",
-            f"UserKnownHostsFile={self.known_hosts}",
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=10",
-        ]
+        return strict_ssh_options(self.known_hosts, connect_timeout=10)
 
     def ssh_command(self, command: str | list[str]) -> list[str]:
         remote = command if isinstance(command, str) else shlex.join(command)
