@@ -183,7 +183,7 @@ def test_user_data_passes_cloud_init_schema(tmp_path):
     config.write_text(user_data_text(user_data(pairs)))
     check = subprocess.run(["cloud-init", "schema", "--config-file", config], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "Valid schema" in check.stdout
+    assert "Valid cloud-config" in check.stdout
     bad = tmp_path / "bad"
     bad.write_text(user_data_text({"ssh_deletekeys": "yes please"}))
     assert subprocess.run(["cloud-init", "schema", "--config-file", bad], capture_output=True).returncode != 0
