@@ -26,7 +26,7 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 deps: apt $(BIN)/.installed .cache/collections/ansible_collections/teuthology/lab
 
 lint: deps
-	$(BIN)/ruff check plugins tests bench demo
+	$(BIN)/ruff check plugins tests bench demo extensions
 
 test: lint
 	$(BIN)/python -m pytest

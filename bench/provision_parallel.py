@@ -2,8 +2,10 @@
 """Wall time to lock and provision 1 and 4 vps nodes on 2 vpshosts until they
 answer SSH with their keys recorded (playbooks/lock.yml on the local lab),
 and the ratio 4-node / 1-node. Teuthology creates VMs one after the other
-(ratio about 4); the same 4 nodes with --forks 1 are measured too, as that
-serial baseline in the same run.
+(ratio about 4); 4 nodes locked one after the other (4 runs of lock.yml with
+count=1) are measured too, as that serial baseline in the same run. The floor is what software emulation on this
+machine's cores costs by itself: the downburst stand-in run directly over SSH,
+1 VM, then 4 at once, until they answer SSH, with no Ansible at all.
 
     .venv/bin/python bench/provision_parallel.py [--runs 1]
 """
@@ -16,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -53,13 +56,14 @@ def main() -> None:
                                                               "ssh_host": "127.0.0.1", "ssh_port": ports[short]}, actor="bench@lab")
         env = {"TEUTHOLOGY_LAB_DB": db, "TEUTHOLOGY_LAB_OWNER": "bench@lab"}
 
-        def provision(count: int, *flags: str) -> float:
+        def provision(count: int, one_by_one: bool = False) -> float:
             start = time.perf_counter()
-            run = run_playbook(REPO / "playbooks/lock.yml", "-i", str(inventory), "-e", f"@{extra}",
-                               "-e", f"count={count}", "-e", "machine_type=vps", *flags, env=env)
+            for batch in [1] * count if one_by_one else [count]:
+                run = run_playbook(REPO / "playbooks/lock.yml", "-i", str(inventory), "-e", f"@{extra}",
+                                   "-e", f"count={batch}", "-e", "machine_type=vps", env=env)
+                if run.returncode != 0:
+                    raise SystemExit(run.output)
             elapsed = time.perf_counter() - start
-            if run.returncode != 0:
-                raise SystemExit(run.output)
             keyed = [n for n in handle.query(locked=True) if n["ssh_pub_key"]]
             assert len(keyed) == count, keyed
             unlocked = run_playbook(REPO / "playbooks/unlock.yml", "-i", str(inventory), "-e", "all=true", env=env)
@@ -67,20 +71,40 @@ def main() -> None:
                 raise SystemExit(unlocked.output)
             return elapsed
 
+        def emulation_floor(count: int) -> float:
+            """Boot `count` VMs at once with the stand-in alone (create --wait), then destroy them."""
+            names = list(SLOTS)[:count]
+            hosts = {h.name: h for h in lab.vpshosts}
+            for host in hosts.values():
+                host.write_file("/home/bench/meta.yaml", json.dumps({"public-keys": [lab.client_pubkey.read_text().strip()]}))
+            start = time.perf_counter()
+            with ThreadPoolExecutor(count) as pool:
+                runs = list(pool.map(lambda name: hosts[SLOTS[name]].run(
+                    ["downburst", "create", "--wait", "--nokey", "--meta-data=/home/bench/meta.yaml", name]), names))
+            elapsed = time.perf_counter() - start
+            for name, run in zip(names, runs, strict=True):
+                if run.returncode != 0:
+                    raise SystemExit(run.stderr)
+                hosts[SLOTS[name]].run(["downburst", "destroy", name], check=True)
+            return elapsed
+
         try:
+            floor = {count: statistics.median(emulation_floor(count) for _ in range(args.runs)) for count in (1, 4)}
             results = {
                 "1 node": statistics.median(provision(1) for _ in range(args.runs)),
                 "4 nodes": statistics.median(provision(4) for _ in range(args.runs)),
-                "4 nodes, --forks 1 (serial)": statistics.median(provision(4, "--forks", "1") for _ in range(args.runs)),
+                "4 nodes one after the other": statistics.median(provision(4, one_by_one=True) for _ in range(args.runs)),
             }
         finally:
             cleanup_domains(names=list(SLOTS))
             handle.close()
     one = results["1 node"]
     print(f"lock + provision until SSH-ready with recorded keys (2 vpshosts), median of {args.runs}")
-    print(f"{'':<30} {'seconds':>8} {'x 1 node':>9}")
+    print(f"{'':<36} {'seconds':>8} {'x 1 node':>9}")
     for label, seconds in results.items():
-        print(f"{label:<30} {seconds:>8.1f} {seconds / one:>9.2f}")
+        print(f"{label:<36} {seconds:>8.1f} {seconds / one:>9.2f}")
+    print(f"{'floor: stand-in alone, 1 VM':<36} {floor[1]:>8.1f} {1:>9.2f}")
+    print(f"{'floor: stand-in alone, 4 VMs at once':<36} {floor[4]:>8.1f} {floor[4] / floor[1]:>9.2f}")
 
 
 if __name__ == "__main__":
