@@ -187,3 +187,40 @@ def test_user_data_passes_cloud_init_schema(tmp_path):
     bad = tmp_path / "bad"
     bad.write_text(user_data_text({"ssh_deletekeys": "yes please"}))
     assert subprocess.run(["cloud-init", "schema", "--config-file", bad], capture_output=True).returncode != 0
+
+
+def test_leftover_vm_is_destroyed_and_create_retried(vm_lab, slots):
+    lab, _, inventory = vm_lab
+    handle, db, extra = slots
+    vpshost = next(h for h in lab.vpshosts if h.name == SLOTS["vpm002"])
+    leftover = vpshost.run(["downburst", "create", "--nokey", "vpm002"])
+    assert leftover.returncode == 0, leftover.stderr
+    run = playbook("lock.yml", db, extra, inventory, names="vpm002" + DOMAIN)
+    assert run.returncode == 0, run.output
+    created = run.result("Create the VM on its vpshost, waiting for downburst")
+    assert created["creates"] == 2
+    assert [next(verb for verb in ("create", "destroy") if verb in argv) for argv in created["commands"]] == ["create", "destroy", "create"]
+    assert recorded(handle, "vpm002") == served(handle.query(names=["vpm002" + DOMAIN])[0]["ssh_port"])
+    run = playbook("unlock.yml", db, extra, inventory, names="vpm002" + DOMAIN)
+    assert run.returncode == 0 and "vpm002" not in lab_domains()
+    # Destroying a VM that is already gone is not an error, and changes nothing.
+    gone = vpshost.run(["downburst", "-v", "destroy", "vpm002"])
+    assert gone.returncode == 0 and "No virtual machine found" in gone.stderr
+
+
+def test_meta_data_is_what_downburst_reads():
+    from ansible_collections.teuthology.lab.plugins.module_utils.downburst import meta_data, meta_data_text
+
+    meta = meta_data(os_type="ubuntu", os_version="22.04", arch="x86_64", mac_address="52:54:00:00:00:01", network="front",
+                     cpus=1, ram="3.8G", disk_size="100G", additional_disks=4, additional_disks_size="100G",
+                     public_keys=["ssh-ed25519 AAAA alice"], extra={"downburst": {"hypervisor": "kvm"}})
+    # downburst merges the file with yaml.safe_load + dict.update: check what that yields.
+    merged = {"instance-id": "vpm001", "local-hostname": "vpm001", "public-keys": ["from ~/.ssh/id_rsa.pub"]}
+    merged.update(yaml.safe_load(meta_data_text(meta)))
+    assert merged["public-keys"] == ["ssh-ed25519 AAAA alice"]
+    assert merged["downburst"] == {
+        "distro": "ubuntu", "distroversion": "22.04", "arch": "x86_64", "cpus": 1, "ram": "3.8G", "disk-size": "100G",
+        "additional-disks": 4, "additional-disks-size": "100G", "hypervisor": "kvm",
+        "networks": [{"source": "front", "mac": "52:54:00:00:00:01"}],
+    }
+    assert isinstance(merged["downburst"]["cpus"], int)

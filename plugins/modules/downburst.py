@@ -136,7 +136,7 @@ meta_data:
   description: The meta-data given to downburst.
   returned: with O(state=present)
   type: dict
-attempts:
+creates:
   description: How many creates it took (more than one when leftover VMs were destroyed first).
   returned: with O(state=present)
   type: int
@@ -231,7 +231,7 @@ def main() -> None:
         if module.check_mode:
             module.exit_json(changed=True, commands=[argv], **result)
         for attempt in range(1, params["retries"] + 2):
-            result["attempts"] = attempt
+            result["creates"] = attempt
             rc, err = run(argv)
             if rc == 0 or not downburst_utils.says_exists(err) or attempt > params["retries"]:
                 break
