@@ -75,7 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=10_000)
     parser.add_argument("--locked", type=int, default=2_000)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tlab-invbench-"))
     db_url = f"sqlite:///{tmp / 'lab.db'}"
@@ -104,14 +104,15 @@ def main() -> None:
     floor = tmp / "floor.yml"
     floor.write_text(f"plugin: bench_floor\ndata: {floor_data}\n")
 
-    results = {}
-    for label, source in (("teuthology.lab.locks", locks), ("static JSON", static), ("floor (bare plugin)", floor)):
-        times = []
-        for _ in range(args.runs):
+    sources = {"teuthology.lab.locks": locks, "static JSON": static, "floor (bare plugin)": floor}
+    times: dict[str, list[float]] = {label: [] for label in sources}
+    for _ in range(args.runs):
+        # Interleaved, so that a slow spell of the machine falls on every source alike.
+        for label, source in sources.items():
             elapsed, data = timed(source, env)
             assert sorted(data["_meta"]["hostvars"]) == sorted(hostvars), label
-            times.append(elapsed)
-        results[label] = statistics.median(times)
+            times[label].append(elapsed)
+    results = {label: statistics.median(values) for label, values in times.items()}
     floor_time = results["floor (bare plugin)"]
     print(f"{args.nodes} nodes, {args.locked} locked with keys; ansible-inventory --list, median of {args.runs}")
     print(f"{'source':<22} {'seconds':>8} {'x floor':>8}")
