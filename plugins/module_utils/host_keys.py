@@ -122,7 +122,6 @@ def parse_keyscan(output: str) -> str:
 
 # What the inventory sets per host so that ssh checks the recorded key and
 # nothing else: see plugins/inventory/locks.py for the modes.
-PIN_MODES = ("known_hosts_command", "known_hosts_file", "none")
 
 
 def known_hosts_lines(alias: str, keys: str) -> list[str]:
