@@ -11,6 +11,7 @@ from support.ansible_run import BIN, REPO, ansible_env
 
 DB_MODULES = ["lock", "unlock", "node", "node_info"]
 MODULES = [*DB_MODULES, "keyscan", "downburst"]
+PLAYBOOKS = ["lock", "unlock", "list", "summary", "list_targets", "update_keys", "libvirt_aliases"]
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +23,7 @@ def installed(tmp_path_factory):
     with tarfile.open(tarball) as tar:
         members = tar.getnames()
     assert "plugins/module_utils/lockdb.py" in members
+    assert {f"playbooks/{p}.yml" for p in PLAYBOOKS} <= set(members)
     assert not any(m.startswith((".venv", ".cache", "tests/output", ".git/")) for m in members)
     path = tmp_path_factory.mktemp("collections")
     subprocess.run(
@@ -66,3 +68,44 @@ def test_action_group_lists_every_module():
 
     runtime = yaml.safe_load((REPO / "meta/runtime.yml").read_text())
     assert sorted(runtime["action_groups"]["lab"]) == sorted(DB_MODULES)
+
+
+def test_playbooks_run_from_the_installed_collection(installed, tmp_path):
+    """ansible-playbook teuthology.lab.lock / .unlock with only the installed tarball on the collections path."""
+    from ansible_collections.teuthology.lab.plugins.module_utils.lockdb import Lab
+    from support.seed import seed
+
+    db = f"sqlite:///{tmp_path / 'lab.db'}"
+    lab = Lab(db)
+    (name,) = seed(lab, "smithi", 1)
+    env = ansible_env(ANSIBLE_COLLECTIONS_PATH=str(installed), TEUTHOLOGY_LAB_DB=db)
+
+    def play(playbook, *args):
+        proc = subprocess.run(
+            [BIN / "ansible-playbook", "-vv", playbook, *args],
+            env=env,
+            cwd=tmp_path,  # away from the checkout and its ansible.cfg
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        # every task (list_targets.yml's too, imported by a relative path) ran from the installed copy
+        paths = [line.split(": ", 1)[1] for line in proc.stdout.splitlines() if line.startswith("task path: ")]
+        assert paths, proc.stdout
+        assert all(path.startswith(f"{installed}/ansible_collections/teuthology/lab/playbooks/") for path in paths), paths
+        return proc.stdout
+
+    try:
+        out = play("teuthology.lab.lock", "-e", "count=1", "-e", "machine_type=smithi")
+        assert "/playbooks/list_targets.yml:" in out  # imported by a relative path, from the installed copy
+        assert f"ubuntu@{name}" in out  # which printed the targets
+        (node,) = lab.query(names=[name])
+        assert node["locked"] and node["locked_by"]
+
+        play("teuthology.lab.unlock", "-e", "all=true")
+        (node,) = lab.query(names=[name])
+        assert not node["locked"] and not node["locked_by"]
+    finally:
+        lab.close()

@@ -112,6 +112,7 @@ EXAMPLES = r"""
 plugin: teuthology.lab.locks
 owner: alice@laptop
 
+---
 # every locked vps node of one run, with groups by OS
 plugin: teuthology.lab.locks
 db: postgresql+psycopg://lab@db.example.com/lab
@@ -121,6 +122,7 @@ keyed_groups:
   - key: teuthology_os_type
     prefix: os
 
+---
 # the free pool, for an admin
 plugin: teuthology.lab.locks
 locked: false
