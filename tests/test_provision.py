@@ -224,3 +224,28 @@ def test_meta_data_is_what_downburst_reads():
         "networks": [{"source": "front", "mac": "52:54:00:00:00:01"}],
     }
     assert isinstance(merged["downburst"]["cpus"], int)
+
+
+def test_check_mode_shows_the_create_and_changes_nothing(vm_lab, slots, tmp_path):
+    from support.seed import snapshot
+
+    _, _, inventory = vm_lab
+    handle, db, _ = slots
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    mine = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl me@desk"
+    (home / ".ssh" / "id_ed25519.pub").write_text(mine + "\n")  # the default authorized key; no id_rsa.pub
+    before = snapshot(handle)
+    run = run_playbook(REPO / "playbooks/lock.yml", "-i", inventory, "--check", "-e", "count=1", "-e", "machine_type=vps",
+                       "-e", "os_type=ubuntu", "-e", "os_version=22.04",
+                       env={"TEUTHOLOGY_LAB_DB": db, "TEUTHOLOGY_LAB_OWNER": OWNER, "HOME": str(home)})
+    assert run.returncode == 0, run.output
+    dry = run.result("Show what downburst would run (check mode; nothing is made, no key generated)")
+    (argv,) = dry["commands"]
+    assert argv[1:6] == ["-c", "qemu:///system", "create", "--wait", "--nokey"] and argv[-1] == "vpm001"
+    assert dry["meta_data"]["public-keys"] == [mine]
+    assert dry["meta_data"]["downburst"] == {"cpus": 1, "ram": "3.8G", "disk-size": "100G", "additional-disks": 4,
+                                             "additional-disks-size": "100G", "distro": "ubuntu", "distroversion": "22.04",
+                                             "arch": "x86_64"}
+    assert snapshot(handle) == before
+    assert not set(lab_domains()) & set(SLOTS)
