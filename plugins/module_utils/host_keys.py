@@ -138,7 +138,7 @@ def known_hosts_command(alias: str, keys: str) -> str:
     set, blobs match ``^[A-Za-z0-9+/]+={0,3}$``. printf reuses its format for
     each (alias, type, blob) triple.
     """
-    fields = " ".join(f"{alias} {key_type} {blob}" for key_type, blob in split_keys(keys))
+    fields = " ".join(known_hosts_lines(alias, keys))
     return f"/usr/bin/printf '%%s %%s %%s\\n' {fields}"
 
 
