@@ -6,6 +6,7 @@ and the ratio 4-node / 1-node. Teuthology creates VMs one after the other
 count=1) are measured too, as that serial baseline in the same run. The floor is what software emulation on this
 machine's cores costs by itself: the downburst stand-in run directly over SSH,
 1 VM, then 4 at once, until they answer SSH, with no Ansible at all.
+Then where the time of the last 4-node run went, task by task.
 
     .venv/bin/python bench/provision_parallel.py [--runs 1]
 """
@@ -56,6 +57,8 @@ def main() -> None:
                                                               "ssh_host": "127.0.0.1", "ssh_port": ports[short]}, actor="bench@lab")
         env = {"TEUTHOLOGY_LAB_DB": db, "TEUTHOLOGY_LAB_OWNER": "bench@lab"}
 
+        task_times: dict[int, list[tuple[str, float]]] = {}
+
         def provision(count: int, one_by_one: bool = False) -> float:
             start = time.perf_counter()
             for batch in [1] * count if one_by_one else [count]:
@@ -63,6 +66,8 @@ def main() -> None:
                                    "-e", f"count={batch}", "-e", "machine_type=vps", env=env)
                 if run.returncode != 0:
                     raise SystemExit(run.output)
+            if not one_by_one:
+                task_times[count] = wall_time_by_task(run.results)
             elapsed = time.perf_counter() - start
             keyed = [n for n in handle.query(locked=True) if n["ssh_pub_key"]]
             assert len(keyed) == count, keyed
@@ -105,6 +110,20 @@ def main() -> None:
         print(f"{label:<36} {seconds:>8.1f} {seconds / one:>9.2f}")
     print(f"{'floor: stand-in alone, 1 VM':<36} {floor[1]:>8.1f} {1:>9.2f}")
     print(f"{'floor: stand-in alone, 4 VMs at once':<36} {floor[4]:>8.1f} {floor[4] / floor[1]:>9.2f}")
+    print("\nwhere the time went, task by task (seconds from the task's start to its last host's result)")
+    print(f"{'':<72} {'1 node':>7} {'4 nodes':>8}")
+    one_node = dict(task_times[1])
+    for task, seconds in task_times[4]:
+        print(f"{task[:72]:<72} {one_node.get(task, 0):>7.1f} {seconds:>8.1f}")
+
+
+def wall_time_by_task(results: list[dict]) -> list[tuple[str, float]]:
+    """Each task's wall time, in the order the tasks ran: from its first start to its last result."""
+    spans: dict[str, float] = {}
+    for task in dict.fromkeys(entry["task"] for entry in results):
+        entries = [entry for entry in results if entry["task"] == task]
+        spans[task] = max(entry["finished"] for entry in entries) - min(entry["started"] for entry in entries)
+    return list(spans.items())
 
 
 if __name__ == "__main__":

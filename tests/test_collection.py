@@ -10,7 +10,7 @@ import pytest
 from support.ansible_run import BIN, REPO, ansible_env
 
 DB_MODULES = ["lock", "unlock", "node", "node_info"]
-MODULES = [*DB_MODULES, "keyscan", "downburst"]
+MODULES = [*DB_MODULES, "keyscan", "host_key_pairs", "downburst"]
 PLAYBOOKS = ["lock", "unlock", "list", "summary", "list_targets", "update_keys", "libvirt_aliases"]
 
 

@@ -17,6 +17,8 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ansible_collections.teuthology.lab.plugins.module_utils.host_keys import DEFAULT_TYPES
+
 # Where teuthology looks for a downburst checkout, after PATH.
 CHECKOUT_SUBPATH = "src/downburst/virtualenv/bin/downburst"
 FALLBACK_HOMES = ("/home/ubuntu", "/home/teuthology")
@@ -130,8 +132,8 @@ def user_data(host_keys: dict[str, dict[str, str]] | None) -> dict[str, Any]:
         return {}
     ssh_keys = {}
     for key_type, pair in host_keys.items():
-        if key_type not in KEY_TYPES:
-            raise DownburstError(f"host_keys: {key_type!r} is not one of {', '.join(KEY_TYPES)}")
+        if key_type not in DEFAULT_TYPES:
+            raise DownburstError(f"host_keys: {key_type!r} is not one of {', '.join(DEFAULT_TYPES)}")
         ssh_keys[f"{key_type}_private"] = pair["private"]
         ssh_keys[f"{key_type}_public"] = pair["public"].strip()
     return {"ssh_deletekeys": True, "ssh_keys": ssh_keys}

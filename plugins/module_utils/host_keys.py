@@ -15,6 +15,7 @@ import hashlib
 import re
 import shlex
 import struct
+from collections.abc import Sequence
 
 KNOWN_KEY_TYPES = frozenset(
     {
@@ -93,7 +94,8 @@ def split_keys(text: str) -> list[tuple[str, str]]:
 
 # ---------------------------------------------------------------- scanning
 
-SCAN_TYPES = ("ed25519", "ecdsa", "rsa")
+# The host key types OpenSSH serves by default: what is scanned, and what a new VM gets.
+DEFAULT_TYPES = ("ed25519", "ecdsa", "rsa")
 
 
 def check_host(host: str) -> str:
@@ -103,7 +105,7 @@ def check_host(host: str) -> str:
     return host
 
 
-def keyscan_argv(host: str, port: int, timeout: int, types: tuple[str, ...] = SCAN_TYPES) -> list[str]:
+def keyscan_argv(host: str, port: int, timeout: int, types: tuple[str, ...] = DEFAULT_TYPES) -> list[str]:
     """The ssh-keyscan command line that asks for every key type the server serves."""
     return ["ssh-keyscan", "-T", str(timeout), "-p", str(port), "-t", ",".join(types), host]
 
@@ -116,6 +118,32 @@ def parse_keyscan(output: str) -> str:
     """
     lines = [line.split(None, 1)[1] for line in output.splitlines() if line.strip() and not line.startswith("#") and " " in line]
     return normalize_host_keys("\n".join(lines))
+
+
+def generate_host_key_pairs(types: Sequence[str] = DEFAULT_TYPES) -> dict[str, dict[str, str]]:
+    """Fresh host key pairs made in memory (no file ever holds the private
+    keys): ed25519, ecdsa P-256 and rsa 3072, as ssh-keygen makes them by
+    default. ``{type: {"private": OpenSSH PEM, "public": "TYPE BASE64"}}``."""
+    # Imported here: only the controller generates keys, and ansible-core brings cryptography there.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    makers = {
+        "ed25519": ed25519.Ed25519PrivateKey.generate,
+        "ecdsa": lambda: ec.generate_private_key(ec.SECP256R1()),
+        "rsa": lambda: rsa.generate_private_key(public_exponent=65537, key_size=3072),
+    }
+    pairs = {}
+    for key_type in types:
+        if key_type not in makers:
+            raise HostKeyError(f"{key_type!r} is not one of {', '.join(DEFAULT_TYPES)}")
+        key = makers[key_type]()
+        private = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        ).decode()
+        public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+        pairs[key_type] = {"private": private, "public": normalize_host_keys(public)}
+    return pairs
 
 
 # ---------------------------------------------------------------- pinning
