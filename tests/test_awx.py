@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import jinja2
@@ -105,13 +106,30 @@ def test_bindep_file_parses():
 # --- the credential type ---------------------------------------------------------------
 
 
+def inject_credential(inputs: dict[str, str], private_data_dir: Path) -> dict[str, str]:
+    """What AWX does with awx/credential_type.yml for a job: each `file` injector rendered into a
+    private file under the job's private data directory, then the `env` injectors rendered
+    with `tower.filename.NAME` naming those files. Returns the injected environment."""
+    injectors = load("credential_type.yml")["injectors"]
+    (private_data_dir / "env").mkdir(parents=True, exist_ok=True)
+    filenames = {}
+    for key, template in injectors.get("file", {}).items():
+        fd, path = tempfile.mkstemp(dir=private_data_dir / "env")
+        with os.fdopen(fd, "w") as f:  # mkstemp's file is 0600
+            f.write(jinja2.Template(template).render(**inputs))
+        filenames[key.removeprefix("template.")] = path
+    return {name: jinja2.Template(value).render(**inputs, tower={"filename": filenames})
+            for name, value in injectors["env"].items()}
+
+
+
 def constant(name: str) -> str:
     found = re.search(rf'^{name} = "([^"]+)"$', LOCKDB.read_text(), re.MULTILINE)
     assert found, f"{name} not in {LOCKDB}"
     return found.group(1)
 
 
-def test_credential_type():
+def test_credential_type(tmp_path):
     from ansible_collections.teuthology.lab.plugins.inventory import locks
 
     ct = load("credential_type.yml")
@@ -123,11 +141,14 @@ def test_credential_type():
     assert not fields["owner"].get("secret", False)
     assert all(field["type"] == "string" and field["label"] for field in fields.values())
     assert ct["inputs"]["required"] == ["db_url"]
-    assert set(ct["injectors"]) == {"env"}
-    env = ct["injectors"]["env"]
-    assert not [name for name in env if name.startswith("ANSIBLE_")]  # AWX refuses those
-    rendered = {name: jinja2.Template(value).render(db_url="URL", owner="OWNER") for name, value in env.items()}
-    assert rendered == {constant("DB_ENV"): "URL", constant("OWNER_ENV"): "OWNER"}
+    assert set(ct["injectors"]) == {"file", "env"}
+    assert not [name for name in ct["injectors"]["env"] if name.startswith("ANSIBLE_")]  # AWX refuses those
+    env = inject_credential({"db_url": "URL", "owner": "OWNER"}, tmp_path)
+    assert set(env) == {constant("DB_ENV"), constant("OWNER_ENV")} and env[constant("OWNER_ENV")] == "OWNER"
+    # The URL is in a private file, and the environment only names it.
+    url_file = Path(env[constant("DB_ENV")])
+    assert url_file.parent == tmp_path / "env" and url_file.read_text() == "URL"
+    assert url_file.stat().st_mode & 0o077 == 0
     # The inventory plugin reads the same variables.
     options = yaml.safe_load(locks.DOCUMENTATION)["options"]
     assert [entry["name"] for entry in options["db"]["env"]] == [constant("DB_ENV")]
@@ -237,7 +258,7 @@ class Awx:
         envvars = {"PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}", "ANSIBLE_COLLECTIONS_PATH": str(collections_root()),
                    "ANSIBLE_NOCOLOR": "1"}
         if credential:
-            envvars |= {"TEUTHOLOGY_LAB_DB": self.db_url, "TEUTHOLOGY_LAB_OWNER": OWNER}
+            envvars |= inject_credential({"db_url": self.db_url, "owner": OWNER}, pdd)
         (pdd / "env" / "envvars").write_text(yaml.safe_dump(envvars))
         if extravars is not None:
             (pdd / "env" / "extravars").write_text(yaml.safe_dump(extravars))
@@ -329,12 +350,8 @@ def test_lock_sync_test_unlock_through_ansible_runner(pg_server, tmp_path, clean
     finally:
         lab.close()
 
-    # The password is in no artifact. ansible-runner writes each run's full environment to
-    # artifacts/IDENT/command (AWX redacts it and removes the private data directory); that is the one exception.
-    leaks = []
-    for pdd in awx.dirs:
-        for path in (pdd / "artifacts").rglob("*"):
-            if path.is_file() and PASSWORD in path.read_text(errors="replace"):
-                leaks.append(path)
-    assert leaks, "expected at least ansible-runner's command files"
-    assert {path.name for path in leaks} == {"command"}, leaks
+    # The password is in no artifact, not even ansible-runner's record of each job's environment.
+    artifacts = [path for pdd in awx.dirs for path in (pdd / "artifacts").rglob("*") if path.is_file()]
+    assert any(path.name == "command" for path in artifacts) and any(path.name == "stdout" for path in artifacts)
+    leaks = [path for path in artifacts if PASSWORD in path.read_text(errors="replace")]
+    assert not leaks, leaks

@@ -63,7 +63,7 @@ CASES = [
 # Database URLs that are wrong; the password must never show. (Ansible's no_log
 # masks the whole value of db where it appears verbatim, a URL without password too.)
 BAD_URLS = [
-    ("not a url", "db: '********' is not a database URL"),
+    ("not a url", "db: '********' is neither a database URL nor the absolute path of a file holding one"),
     (f"mysql://lab:{PASSWORD}@127.0.0.1/lab", "db: 'mysql://lab:***@127.0.0.1/lab': unsupported database 'mysql'"),
     (f"postgresql+nosuchdriver://lab:{PASSWORD}@127.0.0.1/lab", "db: no driver for 'postgresql+nosuchdriver://lab:***@127.0.0.1/lab'"),
     (f"postgresql+psycopg://lab:{PASSWORD}@127.0.0.1:1/lab", "db: cannot use database postgresql+psycopg://lab:***@127.0.0.1:1/lab:"),
@@ -90,18 +90,31 @@ def test_bad_database_urls_name_the_input_and_never_show_the_password(pg_server,
     assert PASSWORD in good
     # The URLs come in as extra vars, as a secret would: Ansible quotes the
     # playbook's own text around a failed task, so a literal there would show.
+    # db may also name a file holding the URL (AWX's credential type injects that).
+    url_files = {name: tmp_path / f"{name}.url" for name in ("good", "junk", "mysql")}
+    url_files["good"].write_text(good + "\n")
+    url_files["junk"].write_text("not a url\n")
+    url_files["mysql"].write_text(BAD_URLS[1][0])
+    bad_urls = [
+        *BAD_URLS,
+        (str(url_files["junk"]), "db: file ******** holds no database URL"),
+        (str(url_files["mysql"]), "db: 'mysql://lab:***@127.0.0.1/lab': unsupported database 'mysql'"),
+        (str(tmp_path / "missing.url"), "is neither a database URL nor the absolute path of a file holding one"),
+    ]
     urls = tmp_path / "urls.json"
-    urls.write_text(json.dumps({"urls": [url for url, _ in BAD_URLS], "good": good}))
-    tasks = [task("node_info", f"url {i}", ignore_errors=True, db=f"{{{{ urls[{i}] }}}}") for i in range(len(BAD_URLS))]
+    urls.write_text(json.dumps({"urls": [url for url, _ in bad_urls], "good": good}))
+    tasks = [task("node_info", f"url {i}", ignore_errors=True, db=f"{{{{ urls[{i}] }}}}") for i in range(len(bad_urls))]
     tasks += [
         task("node", "good", db="{{ good }}", name="smithi001", machine_type="smithi"),
+        task("node", "good from a file", db=str(url_files["good"]), name="smithi002", machine_type="smithi"),
         task("lock", "refused", ignore_errors=True, db="{{ good }}", count=5, machine_type="smithi"),
     ]
     run = run_tasks(tasks, verbosity, "-e", f"@{urls}")
-    for i, (_, expected) in enumerate(BAD_URLS):
+    for i, (_, expected) in enumerate(bad_urls):
         result = run.result(f"url {i}")
         assert result["failed"] and expected in result["msg"], result["msg"]
     assert run.result("good")["changed"] is True
-    assert run.result("refused")["msg"] == "requested 5 smithi nodes, 1 free"
+    assert run.result("good from a file")["changed"] is True
+    assert run.result("refused")["msg"] == "requested 5 smithi nodes, 2 free"
     assert PASSWORD not in run.output
     assert PASSWORD not in json.dumps(run.results)

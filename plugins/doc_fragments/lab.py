@@ -15,6 +15,8 @@ options:
         shared PostgreSQL database.
       - If not set, the environment variable E(TEUTHOLOGY_LAB_DB) is used; if that is not set either, the embedded file
         C(~/.local/share/teuthology-lab/lab.db) (its directory is created on first use).
+      - Instead of a URL, this option or E(TEUTHOLOGY_LAB_DB) may be the absolute path of a file that holds the URL
+        (what the AWX credential type injects, so that no password is in a job's environment).
       - The schema is created on first use. The value is never shown in output, errors or returns, since it may hold a
         password.
       - Set it once for a play with C(module_defaults) and the action group C(group/teuthology.lab.lab).

@@ -37,6 +37,7 @@ options:
       - The lock database, as a SQLAlchemy URL (V(sqlite:////path/lab.db), V(postgresql+psycopg://user:password@host/lab)).
       - If not set, E(TEUTHOLOGY_LAB_DB); if that is not set either, the embedded file
         C(~/.local/share/teuthology-lab/lab.db).
+      - Instead of a URL, the absolute path of a file that holds it (what the AWX credential type injects).
     type: str
     env:
       - name: TEUTHOLOGY_LAB_DB

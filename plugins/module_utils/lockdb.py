@@ -144,8 +144,27 @@ def default_owner() -> str:
 
 
 def resolve_db_url(db: str | None) -> str:
-    """The database URL: ``db``, else ``TEUTHOLOGY_LAB_DB``, else the embedded SQLite file."""
-    return db or os.environ.get(DB_ENV) or "sqlite:///" + os.path.expanduser(DEFAULT_DB_PATH)
+    """The database URL: ``db``, else ``TEUTHOLOGY_LAB_DB``, else the embedded SQLite file.
+
+    ``db`` / ``TEUTHOLOGY_LAB_DB`` may instead be the absolute path of a file
+    that holds the URL: what AWX's credential type injects, so that the
+    password is in no job's environment (ansible-runner records that).
+    """
+    given = db or os.environ.get(DB_ENV)
+    if not given:
+        return "sqlite:///" + os.path.expanduser(DEFAULT_DB_PATH)
+    if "://" in given:
+        return given
+    if not (os.path.isabs(given) and os.path.isfile(given)):
+        raise LabError(f"db: {mask_url(given)!r} is neither a database URL nor the absolute path of a file holding one")
+    try:
+        with open(given, encoding="utf-8") as url_file:
+            url = url_file.read().strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise LabError(f"db: cannot read the database URL from {given}: {error}") from None
+    if "://" not in url:
+        raise LabError(f"db: file {given} holds no database URL")
+    return url
 
 
 def mask_url(url: str) -> str:
