@@ -136,10 +136,14 @@ def cleanup_domains(names: list[str] | None = None, config: Path | None = None, 
                 continue
             if stale and Path(attrs.get("config", "/")).exists():
                 continue
-            dom = conn.lookupByName(name)
-            if dom.isActive():
-                dom.destroy()
-            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+            try:
+                dom = conn.lookupByName(name)
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+            except libvirt.libvirtError:
+                if name in lab_domains():  # not just removed by someone else meanwhile
+                    raise
             _stop_relay(cache_dir() / "vms" / name)
             shutil.rmtree(cache_dir() / "vms" / name, ignore_errors=True)
             removed.append(name)
