@@ -122,6 +122,20 @@ def test_lock_provision_run_unlock(vm_lab, slots, tmp_path, host_keys):
     assert actions.count("lock") == 2 and actions.count("unlock") == 2 and "key" in actions
 
 
+def test_inject_records_only_the_injected_keys_the_vm_serves(vm_lab, slots):
+    """An image whose sshd serves fewer key types than were injected: what it serves is what is recorded."""
+    _, ports, inventory = vm_lab
+    handle, db, extra = slots
+    run = playbook("lock.yml", db, extra, inventory, names="vpm004" + DOMAIN,
+                   downburst_extra_meta_data={"lab": {"serve_key_types": ["ed25519"]}})
+    assert run.returncode == 0, run.output
+    keys = served(ports["vpm004"])
+    assert [key.split()[0] for key in keys] == ["ssh-ed25519"]
+    assert recorded(handle, "vpm004") == keys
+    key_events = [e for e in handle.history(["vpm004" + DOMAIN]) if e["action"] == "key"]
+    assert len(key_events) == 2  # the three injected keys before boot, then the one served
+
+
 def test_inject_refuses_a_vm_serving_other_keys(vm_lab, slots):
     _, _, inventory = vm_lab
     handle, db, extra = slots
