@@ -23,12 +23,11 @@ from ansible_collections.teuthology.lab.plugins.module_utils.host_keys import DE
 CHECKOUT_SUBPATH = "src/downburst/virtualenv/bin/downburst"
 FALLBACK_HOMES = ("/home/ubuntu", "/home/teuthology")
 DEFAULT_URI = "qemu:///system"
-KEY_TYPES = ("ed25519", "ecdsa", "rsa")
 # downburst's dehumanize units.
 _SIZE_RE = re.compile(r"^\s*[\d.]+\s*(B|kB|MB|GB|TB|PB|EB|ZB|YB|KiB|MiB|GiB|TiB|PiB|EiB|ZiB|YiB|k|K|M|G|T)?\s*$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_URI_RE = re.compile(r"^[a-z][a-z0-9+]*://[A-Za-z0-9._@:/?=&%-]*$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*\Z")
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+_URI_RE = re.compile(r"^[a-z][a-z0-9+]*://[A-Za-z0-9._@:/?=&%-]*\Z")
 # What real downburst's stderr says when a create fails because the VM exists.
 _EXISTS_RE = re.compile(r"exists", re.IGNORECASE)
 _NO_VM_RE = re.compile(r"No virtual machine found", re.IGNORECASE)

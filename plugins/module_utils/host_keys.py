@@ -29,10 +29,10 @@ KNOWN_KEY_TYPES = frozenset(
         "sk-ecdsa-sha2-nistp256@openssh.com",
     }
 )
-_BLOB_RE = re.compile(r"^[A-Za-z0-9+/]+={0,3}$")
-_ALIAS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_BLOB_RE = re.compile(r"^[A-Za-z0-9+/]+={0,3}\Z")
+_ALIAS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 # Host names and addresses: also what may stand as one command-line argument.
-HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*\Z")
 
 
 class HostKeyError(ValueError):

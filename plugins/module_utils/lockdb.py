@@ -75,9 +75,9 @@ NODE_FIELDS = (
 # The fields an admin sets with teuthology.lab.node (locked_since follows locked).
 SETTABLE_FIELDS = tuple(f for f in NODE_FIELDS if f not in ("name", "locked_since"))
 
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_OWNER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$")
-_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+_OWNER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]*\Z")
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
 _LEASE_RE = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _LEASE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _MAX_TOKEN = 255
@@ -343,6 +343,7 @@ class Lab:
     def _run(self, fn: Callable[[Any], _T], write: bool = True, keep: bool = False) -> _T:
         """Run ``fn(conn)`` in one transaction, re-running it if PostgreSQL
         aborted it for a deadlock or a serialisation failure."""
+        reason: _Retry | None = None
         for _attempt in range(_MAX_ATTEMPTS):
             try:
                 with self._transaction(write, keep) as conn:
