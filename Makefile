@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DB := sqlite:///$(CURDIR)/.cache/demo/lab.db
 
-.PHONY: test demo lint deps apt bench clean
+.PHONY: test demo lint sanity units deps apt bench clean
 
 apt:
 	tools/ensure-apt @tools/apt-packages.txt @tests/lab/apt-packages.txt
@@ -28,7 +28,17 @@ deps: apt $(BIN)/.installed .cache/collections/ansible_collections/teuthology/la
 lint: deps
 	$(BIN)/ruff check plugins tests bench demo extensions
 
-test: lint
+# ansible-test on a copy of the collection (tools/ansible-test; README: Sanity and unit tests),
+# with the venv's own Python rather than every python3.X it finds on PATH.
+ANSIBLE_TEST_PYTHON = $$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+
+sanity: deps
+	tools/ansible-test sanity --local --requirements --python $(ANSIBLE_TEST_PYTHON)
+
+units: deps
+	tools/ansible-test units --local --requirements --python $(ANSIBLE_TEST_PYTHON)
+
+test: lint sanity units
 	$(BIN)/python -m pytest
 
 demo: deps

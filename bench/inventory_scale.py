@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The inventory plugin at scale: a lock database of 10,000 nodes, 2,000 of
 them locked, every node with host keys. Times, in the same run (median of
 --runs runs each):

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Lock+unlock cycles per second with 1, 4 and 16 processes, on PostgreSQL
 and SQLite, beside the floor measured in the same run: the rate of the
 simplest single-row UPDATE transaction on the same database, same driver,

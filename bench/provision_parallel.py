@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Wall time to lock and provision 1 and 4 vps nodes on 2 vpshosts until they
 answer SSH with their keys recorded (playbooks/lock.yml on the local lab),
 and the ratio 4-node / 1-node. Teuthology creates VMs one after the other

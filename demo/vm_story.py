@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The VM half of `make demo`, on the local lab (tests/lab): two real sshd
 vpshosts on loopback, libvirt with QEMU, the downburst stand-in. Locks two vps
 slots (fresh VMs with injected host keys), prints the targets, runs a command

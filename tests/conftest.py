@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
+
+# support/ is on the path through pytest.ini's pythonpath, which ansible-test units (tests/unit) does not read.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from support.ansible_run import collections_root
 from support.pgserver import PostgresServer

@@ -76,7 +76,7 @@ def test_pinned_keys(server, tmp_path, mode):
         return subprocess.run(
             [BIN / "ansible", "all", "-i", source, "-m", "raw", "-a", "echo pinned-$((40+2))"],
             env=ansible_env(**env, ANSIBLE_SSH_CONTROL_PATH_DIR=str(tmp_path / control_dir), **extra),
-            capture_output=True, text=True, timeout=120,
+            capture_output=True, text=True, timeout=120, check=False,
         )
 
     # Record the keys the server serves, as teuthology-lock --update-keys would.

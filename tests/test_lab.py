@@ -73,7 +73,7 @@ def guest_ssh(local_lab: Lab, port: int, known_hosts: Path, command: str) -> sub
         ],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=60, check=False,
     )
 
 
@@ -92,7 +92,7 @@ def test_vpshosts(local_lab: Lab, host1: VPSHost, host2: VPSHost) -> None:
     assert Path(vars_["lab_known_hosts_file"]).read_text().startswith("127.0.1.1 ")
     wrong = host2.ssh_command("true")
     wrong[wrong.index(f"root@{host2.address}")] = f"root@{host1.address}"
-    assert subprocess.run(wrong, capture_output=True, timeout=60).returncode == 255
+    assert subprocess.run(wrong, capture_output=True, timeout=60, check=False).returncode == 255
 
 
 def test_create_destroy_fresh_host_keys(local_lab: Lab, host1: VPSHost, tmp_path: Path) -> None:
@@ -150,7 +150,8 @@ def test_injected_ssh_keys(local_lab: Lab, host2: VPSHost, tmp_path: Path) -> No
     user_text = "#cloud-config\n" + yaml.safe_dump({"ssh_keys": ssh_keys})
     local_file = tmp_path / "user.yaml"
     local_file.write_text(user_text)
-    schema = subprocess.run(["cloud-init", "schema", "--config-file", str(local_file)], capture_output=True, text=True, timeout=120)
+    schema = subprocess.run(["cloud-init", "schema", "--config-file", str(local_file)],
+                            capture_output=True, text=True, timeout=120, check=False)
     assert schema.returncode == 0, schema.stdout + schema.stderr
 
     port = free_port()

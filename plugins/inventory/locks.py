@@ -7,7 +7,7 @@ DOCUMENTATION = r"""
 name: locks
 short_description: The lab's locked nodes as targets, with their host keys pinned
 version_added: 0.1.0
-author: teuthology.lab contributors
+author: teuthology.lab contributors (@teuthology-lab)
 description:
   - Lists the nodes of the teuthology.lab lock database, by default every locked node, as hosts ready for a test run.
   - Each host is named by the node's name, with C(ansible_host) (the node's C(ssh_host), else its name),

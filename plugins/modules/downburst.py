@@ -20,7 +20,7 @@ description:
   - A failed create is not cleaned up here (downburst leaves the VM); the role M(teuthology.lab.downburst) destroys it.
   - O(state=absent) runs C(downburst -c URI destroy SHORTNAME); a VM that is already gone is not an error.
 version_added: 0.1.0
-author: teuthology.lab contributors
+author: teuthology.lab contributors (@teuthology-lab)
 options:
   node:
     description:
@@ -93,6 +93,7 @@ attributes:
     description: A dry run; finds the executable and returns the commands it would run.
   diff_mode:
     support: none
+    description: Returns no diff; check mode shows the commands and the meta-data instead.
 requirements:
   - downburst on the vpshost
 notes:
@@ -150,6 +151,7 @@ import os
 import shlex
 import shutil
 import tempfile
+from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -183,7 +185,7 @@ def main() -> None:
     try:
         name = downburst_utils.shortname(str(node.get("name", "")))
         downburst_utils.check_uri(params["libvirt_uri"])
-        executable, result["searched"] = downburst_utils.find_executable(params["executable"], module.get_bin_path, os.path.expanduser("~"))
+        executable, result["searched"] = downburst_utils.find_executable(params["executable"], module.get_bin_path, str(Path.home()))
         result["executable"] = executable
         if params["state"] == "present":
             meta = downburst_utils.meta_data(

@@ -16,7 +16,7 @@ description:
     connection to it is already checked against a recorded key.
   - The result holds private keys; run the task with C(no_log=true) and pass the pairs only to where they are needed.
 version_added: 0.1.0
-author: teuthology.lab contributors
+author: teuthology.lab contributors (@teuthology-lab)
 options:
   types:
     description: The key types to make.
@@ -33,7 +33,9 @@ attributes:
     description: Making keys in memory changes nothing; it runs the same in check mode.
   diff_mode:
     support: none
+    description: Changes nothing, so there is nothing to diff.
   platform:
+    support: full
     platforms: all
     description: Runs on the controller (needs the Python C(cryptography) library, which ansible-core brings).
 seealso:

@@ -13,7 +13,7 @@ description:
   - Optionally waits until the host answers, for a machine that is still booting.
   - Changes nothing; record the result with M(teuthology.lab.node) and O(teuthology.lab.node#module:ssh_pub_key).
 version_added: 0.1.0
-author: teuthology.lab contributors
+author: teuthology.lab contributors (@teuthology-lab)
 options:
   host:
     description: The address to scan (a node's C(ssh_host), else its name).
@@ -43,6 +43,7 @@ attributes:
     description: Scanning changes nothing; it runs the same in check mode.
   diff_mode:
     support: none
+    description: Changes nothing, so there is nothing to diff.
 requirements:
   - the OpenSSH client (ssh-keyscan) where the module runs
 seealso:

@@ -15,7 +15,7 @@ description:
   - Locking a C(vps) node does not create its VM; the role M(teuthology.lab.downburst) or the playbook
     C(teuthology.lab.lock) does.
 version_added: 0.1.0
-author: teuthology.lab contributors
+author: teuthology.lab contributors (@teuthology-lab)
 extends_documentation_fragment:
   - teuthology.lab.lab
   - teuthology.lab.lab.owner
@@ -57,8 +57,8 @@ options:
     type: str
   lease:
     description:
-      - How long the lock is meant to last, recorded as RV(nodes[].lease_expires); V(30m), V(4h), V(2d), V(1w) or a
-        number of seconds. Default is no expiry.
+      - How long the lock is meant to last, recorded as RV(teuthology.lab.node_info#module:nodes[].lease_expires);
+        V(30m), V(4h), V(2d), V(1w) or a number of seconds. Default is no expiry.
       - An expired lease is not unlocked automatically (a VM may still run on the node); an admin unlocks it with
         M(teuthology.lab.unlock) and O(teuthology.lab.unlock#module:force=true).
     type: str
@@ -68,6 +68,7 @@ attributes:
     description: Runs the same statements in a transaction that is rolled back, so the result shows what would be locked.
   diff_mode:
     support: none
+    description: Returns no diff; RV(nodes) shows the nodes as locked.
 notes:
   - Runs where the database is reachable, normally the controller (C(delegate_to=localhost)), with its Python.
 seealso:

@@ -13,7 +13,7 @@ description:
   - Also the way a host key is recorded (O(ssh_pub_key)), after validation.
   - Every change is recorded in the history; adding, changing, removing, a new key, up/down, lock/unlock.
 version_added: 0.1.0
-author: teuthology.lab contributors
+author: teuthology.lab contributors (@teuthology-lab)
 extends_documentation_fragment:
   - teuthology.lab.lab
   - teuthology.lab.lab.owner
@@ -92,6 +92,7 @@ attributes:
     description: Runs the same statements in a transaction that is rolled back.
   diff_mode:
     support: full
+    description: Returns the node's fields before and after the change.
 seealso:
   - module: teuthology.lab.node_info
 """

@@ -12,7 +12,7 @@ description:
     table C(teuthology-lock --summary) prints).
   - Never changes anything.
 version_added: 0.1.0
-author: teuthology.lab contributors
+author: teuthology.lab contributors (@teuthology-lab)
 extends_documentation_fragment:
   - teuthology.lab.lab
 options:
@@ -49,6 +49,7 @@ attributes:
     description: The module never changes anything; it runs the same in check mode.
   diff_mode:
     support: none
+    description: Changes nothing, so there is nothing to diff.
 seealso:
   - module: teuthology.lab.lock
 """
@@ -82,22 +83,22 @@ nodes:
   type: list
   elements: dict
   contains:
-    name: {description: Unique node name, e.g. C(vpm001.front.sepia.ceph.com)., type: str, returned: always}
-    machine_type: {description: Machine type, e.g. C(smithi) or C(vps)., type: str, returned: always}
-    arch: {description: CPU architecture, e.g. C(x86_64)., type: str, returned: always}
-    os_type: {description: OS installed (or to be installed on a VM slot), e.g. C(ubuntu)., type: str, returned: always}
-    os_version: {description: OS version, e.g. C(22.04)., type: str, returned: always}
+    name: {description: "Unique node name, e.g. C(vpm001.front.sepia.ceph.com).", type: str, returned: always}
+    machine_type: {description: "Machine type, e.g. C(smithi) or C(vps).", type: str, returned: always}
+    arch: {description: "CPU architecture, e.g. C(x86_64).", type: str, returned: always}
+    os_type: {description: "OS installed (or to be installed on a VM slot), e.g. C(ubuntu).", type: str, returned: always}
+    os_version: {description: "OS version, e.g. C(22.04).", type: str, returned: always}
     up: {description: Whether the node is in the pool., type: bool, returned: always}
     locked: {description: Whether the node is locked., type: bool, returned: always}
-    locked_by: {description: The lock owner, or null., type: str, returned: always}
-    locked_since: {description: When it was locked (ISO 8601, UTC), or null., type: str, returned: always}
-    description: {description: The lock's description, or null., type: str, returned: always}
+    locked_by: {description: "The lock owner, or null.", type: str, returned: always}
+    locked_since: {description: "When it was locked (ISO 8601, UTC), or null.", type: str, returned: always}
+    description: {description: "The lock's description, or null.", type: str, returned: always}
     vpshost: {description: The physical host of a VM slot; null for a physical machine., type: str, returned: always}
-    ssh_pub_key: {description: The recorded SSH host keys, one C(TYPE BASE64) line each, or null., type: str, returned: always}
-    mac_address: {description: MAC address, or null., type: str, returned: always}
-    ssh_host: {description: Address to connect to instead of the name, or null., type: str, returned: always}
-    ssh_port: {description: SSH port to connect to instead of 22, or null., type: int, returned: always}
-    lease_expires: {description: When the lock's lease ends (ISO 8601, UTC), or null for no expiry., type: str, returned: always}
+    ssh_pub_key: {description: "The recorded SSH host keys, one C(TYPE BASE64) line each, or null.", type: str, returned: always}
+    mac_address: {description: "MAC address, or null.", type: str, returned: always}
+    ssh_host: {description: "Address to connect to instead of the name, or null.", type: str, returned: always}
+    ssh_port: {description: "SSH port to connect to instead of 22, or null.", type: int, returned: always}
+    lease_expires: {description: "When the lock's lease ends (ISO 8601, UTC), or null for no expiry.", type: str, returned: always}
 summary:
   description: Per machine type, counts of the nodes found; V(free) counts nodes that are up and not locked.
   returned: always
@@ -112,7 +113,7 @@ events:
     node: {description: The node's name., type: str, returned: always}
     action: {description: "What happened: add, update, remove, key, up, down, lock, unlock, note.", type: str, returned: always}
     actor: {description: Who did it (the owner or admin)., type: str, returned: always}
-    time: {description: When (ISO 8601, UTC)., type: str, returned: always}
+    time: {description: "When (ISO 8601, UTC).", type: str, returned: always}
     details: {description: What changed., type: dict, returned: always}
 """
 

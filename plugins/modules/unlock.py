@@ -13,7 +13,7 @@ description:
   - Unlocking a node that is already free changes nothing.
   - Unlocking a C(vps) node does not destroy its VM; the playbook C(teuthology.lab.unlock) destroys the VMs first.
 version_added: 0.1.0
-author: teuthology.lab contributors
+author: teuthology.lab contributors (@teuthology-lab)
 extends_documentation_fragment:
   - teuthology.lab.lab
   - teuthology.lab.lab.owner
@@ -39,6 +39,7 @@ attributes:
     description: Runs the same statements in a transaction that is rolled back.
   diff_mode:
     support: none
+    description: Returns no diff; RV(nodes) shows the nodes as they were before unlocking.
 seealso:
   - module: teuthology.lab.lock
 """
@@ -64,9 +65,9 @@ EXAMPLES = r"""
 RETURN = r"""
 nodes:
   description:
-    - The nodes that were unlocked, as they were before unlocking (with RV(nodes[].locked_by) and
-      RV(nodes[].vpshost)), so that a caller can tear their VMs down; see the return values of
-      M(teuthology.lab.node_info) for the fields.
+    - The nodes that were unlocked, as they were before unlocking (with
+      RV(teuthology.lab.node_info#module:nodes[].locked_by) and RV(teuthology.lab.node_info#module:nodes[].vpshost)),
+      so that a caller can tear their VMs down; see the return values of M(teuthology.lab.node_info) for the fields.
   returned: always
   type: list
   elements: dict

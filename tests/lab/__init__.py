@@ -69,7 +69,7 @@ def write_standin_config(path: Path, image: Image, slots_file: Path | None = Non
 
 def install_downburst(dest: Path, config: Path, python: str = os.path.normpath(sys.executable)) -> Path:
     """Copy the stand-in to `dest` with a shebang for `python` and `config` embedded."""
-    check = subprocess.run([python, "-c", "import libvirt, yaml"], capture_output=True)
+    check = subprocess.run([python, "-c", "import libvirt, yaml"], capture_output=True, check=False)
     if check.returncode != 0:
         raise RuntimeError(f"{python} lacks libvirt-python/PyYAML: pip install libvirt-python")
     text = STANDIN.read_text()
@@ -164,7 +164,8 @@ def wait_for_ssh(port: int, address: str = "127.0.0.1", timeout: float = 120) ->
 def keyscan(port: int, address: str = "127.0.0.1", timeout: int = 20) -> set[tuple[str, str]]:
     """(type, base64) host keys served at address:port, via the real ssh-keyscan."""
     out = subprocess.run(
-        ["ssh-keyscan", "-T", str(timeout), "-p", str(port), address], capture_output=True, text=True, timeout=timeout * 4
+        ["ssh-keyscan", "-T", str(timeout), "-p", str(port), address],
+        capture_output=True, text=True, timeout=timeout * 4, check=False,
     ).stdout
     return {
         tuple(line.split()[1:3])

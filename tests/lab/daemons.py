@@ -38,13 +38,13 @@ def _kvm_group_access() -> None:
     kvm = Path("/dev/kvm")
     if not kvm.exists() or kvm.stat().st_mode & 0o060 == 0o060:
         return
-    if shutil.which("getent") and subprocess.run(["getent", "group", "kvm"], capture_output=True).returncode == 0:
+    if shutil.which("getent") and subprocess.run(["getent", "group", "kvm"], capture_output=True, check=False).returncode == 0:
         shutil.chown(kvm, group="kvm")
         kvm.chmod(0o660)
 
 
 def virsh(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["virsh", "-c", LIBVIRT_URI, *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(["virsh", "-c", LIBVIRT_URI, *args], capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def start_daemons(timeout: float = 60) -> None:

@@ -71,7 +71,7 @@ def run_playbook(playbook: str | Path, *args: str, env: dict[str, str] | None = 
             capture_output=True,
             text=True,
             timeout=timeout,
-            cwd=REPO,
+            cwd=REPO, check=False,
         )
         with open(results_file) as f:
             results = [json.loads(line) for line in f if line.strip()]

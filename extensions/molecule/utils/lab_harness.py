@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The local test lab (tests/lab) as a background service for Molecule's create/destroy playbooks.
 
     lab_harness.py start STATE_DIR --slot vpm101 --slot vpm102   # vpshost(s) up, state written, returns
@@ -163,7 +162,7 @@ def stop(state_dir: Path, slots: list[str], timeout: float) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("action", choices=["start", "stop", "serve"])
     parser.add_argument("state_dir", type=Path)
     parser.add_argument("--slot", action="append", default=[], help="a VM slot name (short name of the node)")
