@@ -54,7 +54,8 @@ def main() -> None:
         for short, vpshost in SLOTS.items():
             handle.set_node(f"{short}.front.sepia.ceph.com", {"machine_type": "vps", "vpshost": vpshost,
                                                               "ssh_host": "127.0.0.1", "ssh_port": ports[short]}, actor="bench@lab")
-        env = {"TEUTHOLOGY_LAB_DB": db, "TEUTHOLOGY_LAB_OWNER": "bench@lab"}
+        # The checkout's ansible.cfg, as a user running the playbooks from it gets (pipelining).
+        env = {"TEUTHOLOGY_LAB_DB": db, "TEUTHOLOGY_LAB_OWNER": "bench@lab", "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
 
         task_times: dict[int, list[tuple[str, float]]] = {}
 
