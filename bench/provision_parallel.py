@@ -5,7 +5,8 @@ and the ratio 4-node / 1-node. Teuthology creates VMs one after the other
 count=1) are measured too, as that serial baseline in the same run. The floor is what software emulation on this
 machine's cores costs by itself: the downburst stand-in run directly over SSH,
 1 VM, then 4 at once, until they answer SSH, with no Ansible at all.
-Then where the time of the last 4-node run went, task by task.
+Then Ansible's own time (run minus floor), and where the time of the last
+1- and 4-node runs went, task by task.
 
     .venv/bin/python bench/provision_parallel.py [--runs 1]
 """
@@ -110,6 +111,8 @@ def main() -> None:
         print(f"{label:<36} {seconds:>8.1f} {seconds / one:>9.2f}")
     print(f"{'floor: stand-in alone, 1 VM':<36} {floor[1]:>8.1f} {1:>9.2f}")
     print(f"{'floor: stand-in alone, 4 VMs at once':<36} {floor[4]:>8.1f} {floor[4] / floor[1]:>9.2f}")
+    print(f"Ansible's own time over the floor: 1 node {one - floor[1]:.1f} s, 4 nodes {results['4 nodes'] - floor[4]:.1f} s"
+          " (including waiting for the next async_status poll, every downburst_poll_interval seconds)")
     print("\nwhere the time went, task by task (seconds from the task's start to its last host's result)")
     print(f"{'':<72} {'1 node':>7} {'4 nodes':>8}")
     one_node = dict(task_times[1])
