@@ -136,6 +136,30 @@ def test_inject_records_only_the_injected_keys_the_vm_serves(vm_lab, slots):
     assert len(key_events) == 2  # the three injected keys before boot, then the one served
 
 
+HELD_KEYS = ("{{ groups['teuthology_lab_provision'] | map('extract', hostvars)"
+             " | map(attribute='downburst_new_host_keys', default='unset') | list }}")
+
+
+def test_private_host_keys_are_forgotten_once_create_returns(vm_lab, slots, tmp_path):
+    """lock.yml for two nodes, one whose create fails, then a play that looks at what the
+    controller still holds of their host keys. (A play where every node failed would end the run.)"""
+    _, _, inventory = vm_lab
+    handle, db, extra = slots
+    check = tmp_path / "lock_then_look.yml"
+    check.write_text(yaml.safe_dump([
+        {"ansible.builtin.import_playbook": str(REPO / "playbooks" / "lock.yml")},
+        {"name": "Look", "hosts": "localhost", "gather_facts": False,
+         "tasks": [{"name": "Host keys held", "ansible.builtin.debug": {"msg": HELD_KEYS}}]},
+    ]))
+    fail_vpm002 = "{{ {'lab': {'fail': 'create'}} if inventory_hostname is match('vpm002') else {} }}"
+    run = run_playbook(check, "-i", inventory, "-e", f"@{extra}", "-e", f"names=vpm001{DOMAIN},vpm002{DOMAIN}",
+                       "-e", json.dumps({"downburst_extra_meta_data": fail_vpm002}),
+                       env={"TEUTHOLOGY_LAB_DB": db, "TEUTHOLOGY_LAB_OWNER": OWNER})
+    assert run.returncode != 0 and "failed at step 'Create the VM on its vpshost" in run.output, run.output
+    assert [node["locked"] for node in handle.query(names=["vpm001" + DOMAIN, "vpm002" + DOMAIN])] == [True, False]
+    assert run.result("Host keys held")["msg"] == [{}, {}]
+
+
 def test_inject_refuses_a_vm_serving_other_keys(vm_lab, slots):
     _, _, inventory = vm_lab
     handle, db, extra = slots
