@@ -1,13 +1,19 @@
-"""Lock+unlock cycles per second with 1, 4 and 16 processes, on PostgreSQL
-and SQLite, beside the floor measured in the same run: the rate of the
-simplest single-row UPDATE transaction on the same database, same driver,
-same concurrency.
+"""Lock / read back / unlock cycles per second through the lock engine, beside
+a floor measured on the same database in the same run, at 1, 4 and 16
+processes, on PostgreSQL and SQLite.
 
-    .venv/bin/python bench/lock_throughput.py [--seconds 3]
+    .venv/bin/python bench/lock_throughput.py [--seconds 10] [--only postgresql]
 
-A cycle is two transactions (lock one free node by count, unlock it by
-name), so a ratio of 2 would mean the lock rules cost nothing above the
-database's own commit cost.
+The load is a lock server's (tests/support/lockload.py): each process locks
+``count`` K=1..3 free nodes of a 50-node pool as its own owner, reads every
+granted node back, and unlocks them by name. The floor is the least a lock
+server can do per cycle with the same driver: lock one row with
+``UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1)`` and
+unlock it by id, one transaction each, on a raw driver connection.
+
+Every run also counts the load's correctness violations (double allocations,
+grants the read-back shows not locked by the caller, refusals of satisfiable
+requests): they must all be zero.
 """
 
 from __future__ import annotations
@@ -22,54 +28,61 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from support.ansible_run import collections_root
+from support.lockload import MAX_CYCLES, run_load
 from support.pgserver import PostgresServer
+from support.seed import seed
 
 sys.path.insert(0, str(collections_root()))
 
 from ansible_collections.teuthology.lab.plugins.module_utils.lockdb import Lab
 
 CONCURRENCY = (1, 4, 16)
-NODES = 64
-MAX_OPS = 1_000_000  # a bound on every loop, besides the time
+NODES = 50
+FLOOR_LOCK = {
+    "postgresql": "UPDATE bench_floor SET locked = true, locked_by = %s "
+    "WHERE id = (SELECT id FROM bench_floor WHERE NOT locked LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id",
+    # SQLite has no row locks: the writer holds the whole database (BEGIN IMMEDIATE).
+    "sqlite": "UPDATE bench_floor SET locked = 1, locked_by = ? "
+    "WHERE id = (SELECT id FROM bench_floor WHERE NOT locked LIMIT 1) RETURNING id",
+}
+FLOOR_UNLOCK = {
+    "postgresql": "UPDATE bench_floor SET locked = false, locked_by = NULL WHERE id = %s",
+    "sqlite": "UPDATE bench_floor SET locked = 0, locked_by = NULL WHERE id = ?",
+}
 
 
-def lock_cycles(db_url: str, index: int, seconds: float, barrier, results) -> None:
-    lab = Lab(db_url)
-    owner = f"bench{index}@lab"
-    barrier.wait()
-    done, deadline = 0, time.monotonic() + seconds
-    while time.monotonic() < deadline and done < MAX_OPS:
-        _, nodes = lab.lock(owner=owner, count=1, machine_types=["bench"])
-        lab.unlock(owner=owner, names=[nodes[0]["name"]])
-        done += 1
-    lab.close()
-    results.put(done)
-
-
-def floor_updates(db_url: str, index: int, seconds: float, barrier, results) -> None:
-    """One row per process, one UPDATE per transaction, raw driver connection."""
+def floor_cycles(db_url: str, kind: str, index: int, seconds: float, barrier, results) -> None:
     lab = Lab(db_url)
     raw = lab.engine.raw_connection()
-    param = "%s" if lab.is_postgres else "?"
-    sql = f"UPDATE bench_floor SET n = n + 1 WHERE id = {param}"
+    owner = f"floor{index}@bench"
+
+    def transaction(sql: str, params: tuple) -> list:
+        cursor = raw.cursor()
+        if kind == "sqlite":
+            cursor.execute("BEGIN IMMEDIATE")
+        cursor.execute(sql, params)
+        rows = cursor.fetchall() if cursor.description else []
+        if kind == "sqlite":
+            cursor.execute("COMMIT")
+        else:
+            raw.commit()
+        return rows
+
     barrier.wait()
     done, deadline = 0, time.monotonic() + seconds
-    while time.monotonic() < deadline and done < MAX_OPS:
-        cursor = raw.cursor()
-        if not lab.is_postgres:
-            cursor.execute("BEGIN IMMEDIATE")  # the write lock a SQLite writer needs anyway
-        cursor.execute(sql, (index,))
-        cursor.execute("COMMIT") if not lab.is_postgres else raw.commit()
+    while time.monotonic() < deadline and done < MAX_CYCLES:
+        ((node_id,),) = transaction(FLOOR_LOCK[kind], (owner,))
+        transaction(FLOOR_UNLOCK[kind], (node_id,))
         done += 1
     raw.close()
     lab.close()
     results.put(done)
 
 
-def rate(target, db_url: str, procs: int, seconds: float) -> float:
+def floor_rate(db_url: str, kind: str, procs: int, seconds: float) -> float:
     ctx = multiprocessing.get_context("fork")
     barrier, results = ctx.Barrier(procs), ctx.Queue()
-    workers = [ctx.Process(target=target, args=(db_url, i, seconds, barrier, results)) for i in range(procs)]
+    workers = [ctx.Process(target=floor_cycles, args=(db_url, kind, i, seconds, barrier, results)) for i in range(procs)]
     for worker in workers:
         worker.start()
     total = sum(results.get(timeout=seconds + 120) for _ in workers)
@@ -80,32 +93,41 @@ def rate(target, db_url: str, procs: int, seconds: float) -> float:
 
 def prepare(db_url: str) -> None:
     lab = Lab(db_url)
-    for i in range(NODES):
-        lab.set_node(f"bench{i:03d}", {"machine_type": "bench"}, actor="bench@lab")
+    seed(lab, "bench", NODES)
     with lab.engine.begin() as conn:
-        conn.exec_driver_sql("CREATE TABLE bench_floor (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
-        for i in range(max(CONCURRENCY)):
-            conn.exec_driver_sql(f"INSERT INTO bench_floor VALUES ({i}, 0)")
+        conn.exec_driver_sql("CREATE TABLE bench_floor (id INTEGER PRIMARY KEY, locked BOOLEAN NOT NULL, locked_by VARCHAR(255))")
+        for i in range(NODES):
+            conn.exec_driver_sql(f"INSERT INTO bench_floor VALUES ({i}, false, NULL)")
     lab.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="duration of each measurement")
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each measurement (default 10)")
+    parser.add_argument("--only", choices=["postgresql", "sqlite"], help="measure one database only")
     args = parser.parse_args()
     server = PostgresServer().start()
     tmp = tempfile.mkdtemp(prefix="tlab-bench-")
+    violations = 0
     try:
-        databases = {"sqlite": f"sqlite:///{tmp}/lab.db", "postgresql": server.create_database("bench")}
-        print(f"{'database':<11} {'procs':>5} {'cycles/s':>10} {'floor tx/s':>11} {'floor/cycle':>12}")
+        databases = {"postgresql": server.create_database("bench"), "sqlite": f"sqlite:///{tmp}/lab.db"}
+        print(f"{'database':<11} {'procs':>5} {'cycles/s':>9} {'floor/s':>8} {'x floor':>8} {'violations':>10}")
         for kind, url in databases.items():
+            if args.only and kind != args.only:
+                continue
             prepare(url)
             for procs in CONCURRENCY:
-                cycles = rate(lock_cycles, url, procs, args.seconds)
-                floor = rate(floor_updates, url, procs, args.seconds)
-                print(f"{kind:<11} {procs:>5} {cycles:>10.0f} {floor:>11.0f} {floor / cycles:>12.1f}", flush=True)
+                load = run_load(url, procs, args.seconds, ["bench"])
+                floor = floor_rate(url, kind, procs, args.seconds)
+                found = sum(len(v) for v in load.violations().values())
+                violations += found
+                print(f"{kind:<11} {procs:>5} {load.rate:>9.0f} {floor:>8.0f} {floor / load.rate:>8.2f} {found:>10}", flush=True)
+                for what, items in load.violations().items():
+                    for item in items[:3]:
+                        print(f"    {what}: {item}")
     finally:
         server.stop()
+    sys.exit(1 if violations else 0)
 
 
 if __name__ == "__main__":

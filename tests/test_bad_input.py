@@ -15,6 +15,7 @@ from support.seed import seed, snapshot
 NODE = "smithi001.front.sepia.ceph.com"
 GOOD_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 # Well-formed base64 of a key blob that names ssh-rsa.
+SECRET_IN_FILE = "-----BEGIN PRIVATE KEY-----MIIEvQIBADANBgkqhkiG9w0BAQEFAASC"
 RSA_BLOB_HEADER = base64.b64encode(struct.pack(">I", 7) + b"ssh-rsa" + struct.pack(">I", 1) + b"\x01").decode()
 
 # (module, arguments, the error message must contain)
@@ -35,6 +36,10 @@ CASES = [
     ("lock", {"count": -2, "machine_type": "smithi"}, "count: -2 is not a number of nodes (at least 1)"),
     ("lock", {"count": 1, "machine_type": "smithi", "lease": "4x"}, "lease: '4x' is not a duration"),
     ("lock", {"count": 1, "machine_type": "smithi", "lease": "0"}, "lease: '0' is not a duration"),
+    ("lock", {"count": 1, "machine_type": "smithi", "lease": "99999999999w"},
+     "lease: '99999999999w' is longer than the longest lease, 366 days"),
+    ("lock", {"count": 1, "machine_type": "smithi", "lease": "367d"}, "lease: '367d' is longer than the longest lease"),
+    ("lock", {"count": 1, "machine_type": "smithi", "lease": "9" * 40}, "is not a duration"),
     ("unlock", {"names": ["smithi001.front.sepia.ceph.com", "nosuch"]}, "names: unknown node nosuch"),
     ("unlock", {"names": ["bad name"]}, "names: 'bad name' is not valid"),
     ("unlock", {}, "names: give either names or all: true"),
@@ -67,7 +72,7 @@ BAD_URLS = [
     (f"mysql://lab:{PASSWORD}@127.0.0.1/lab", "db: 'mysql://lab:***@127.0.0.1/lab': unsupported database 'mysql'"),
     (f"postgresql+nosuchdriver://lab:{PASSWORD}@127.0.0.1/lab", "db: no driver for 'postgresql+nosuchdriver://lab:***@127.0.0.1/lab'"),
     (f"postgresql+psycopg://lab:{PASSWORD}@127.0.0.1:1/lab", "db: cannot use database postgresql+psycopg://lab:***@127.0.0.1:1/lab:"),
-    ("sqlite:////nonexistent-dir/lab.db", "db: directory /nonexistent-dir of '********' does not exist"),
+    ("sqlite:////nonexistent-dir/lab.db", "db: no lab database at /nonexistent-dir/lab.db; lock or add a node to create it"),
 ]
 
 
@@ -91,14 +96,18 @@ def test_bad_database_urls_name_the_input_and_never_show_the_password(pg_server,
     # The URLs come in as extra vars, as a secret would: Ansible quotes the
     # playbook's own text around a failed task, so a literal there would show.
     # db may also name a file holding the URL (AWX's credential type injects that).
-    url_files = {name: tmp_path / f"{name}.url" for name in ("good", "junk", "mysql")}
+    # A file is read only if it holds exactly one URL of a database we use; the
+    # error names the file and never shows what it holds (a key, a password).
+    url_files = {name: tmp_path / f"{name}.url" for name in ("good", "junk", "mysql", "json", "two")}
     url_files["good"].write_text(good + "\n")
     url_files["junk"].write_text("not a url\n")
     url_files["mysql"].write_text(BAD_URLS[1][0])
+    url_files["json"].write_text(json.dumps({"type": "service_account", "private_key": SECRET_IN_FILE, "uri": "https://x.example"}))
+    url_files["two"].write_text(f"{good}\n{good}\n")
+    not_one_url = "db: file ******** does not hold exactly one database URL (sqlite:/// or postgresql+psycopg://)"
     bad_urls = [
         *BAD_URLS,
-        (str(url_files["junk"]), "db: file ******** holds no database URL"),
-        (str(url_files["mysql"]), "db: 'mysql://lab:***@127.0.0.1/lab': unsupported database 'mysql'"),
+        *((str(url_files[name]), not_one_url) for name in ("junk", "mysql", "json", "two")),
         (str(tmp_path / "missing.url"), "is neither a database URL nor the absolute path of a file holding one"),
     ]
     urls = tmp_path / "urls.json"
@@ -116,5 +125,6 @@ def test_bad_database_urls_name_the_input_and_never_show_the_password(pg_server,
     assert run.result("good")["changed"] is True
     assert run.result("good from a file")["changed"] is True
     assert run.result("refused")["msg"] == "requested 5 smithi nodes, 2 free"
-    assert PASSWORD not in run.output
-    assert PASSWORD not in json.dumps(run.results)
+    for secret in (PASSWORD, SECRET_IN_FILE):
+        assert secret not in run.output
+        assert secret not in json.dumps(run.results)

@@ -1,99 +1,42 @@
-"""Many simultaneous lockers on one database: no node is ever locked twice,
-and no satisfiable request is refused.
+"""The lock engine under contention, on SQLite and PostgreSQL.
 
-16 processes each hold at most 3 of 50 nodes, so at most 48 are held at any
-moment: every request can be met, and any refusal is a failure. Each worker
-notes when it held what (CLOCK_MONOTONIC is one clock for all processes);
-two workers holding one node at overlapping times is a double allocation,
-whatever the database says.
+The load tests run a lock server's load (tests/support/lockload.py): 16
+processes each lock 1-3 nodes as their own owner, read them back and unlock
+them by name, on a 50-node pool, so that every request is satisfiable at
+every instant and any refusal is a failure. The other tests set up, with a
+second connection, the moments the load can only hit by chance.
 """
 
 from __future__ import annotations
 
-import itertools
 import multiprocessing
-import random
+import threading
 import time
-from collections import defaultdict
 
+import pytest
+import sqlalchemy as sa
+
+from support.lockload import run_load
 from support.seed import seed
 
 WORKERS = 16
 NODES = 50
-MAX_HELD = 3
 SECONDS = 5.0
-MAX_ROUNDS = 2000  # a bound on each worker's loop, besides the time
 
 
-def worker(db_url: str, index: int, barrier, results) -> None:
-    from ansible_collections.teuthology.lab.plugins.module_utils.lockdb import Lab, LabError
-
-    owner = f"worker{index}@test"
-    rng = random.Random(index)
-    lab = Lab(db_url)
-    holds, refusals, errors, rounds = [], [], [], 0
-    barrier.wait()
-    deadline = time.monotonic() + SECONDS
-    while time.monotonic() < deadline and rounds < MAX_ROUNDS:
-        rounds += 1
-        want = rng.randint(1, MAX_HELD)
-        try:
-            _, nodes = lab.lock(owner=owner, count=want, machine_types=["smithi"])
-        except LabError as error:
-            refusals.append(str(error))
-            continue
-        got = time.monotonic()
-        names = [node["name"] for node in nodes]
-        if len(names) != want or any(node["locked_by"] != owner for node in nodes):
-            errors.append(f"asked for {want}, got {nodes}")
-        time.sleep(rng.uniform(0, 0.01))
-        released = time.monotonic()
-        try:
-            if rng.random() < 0.5:
-                _, unlocked = lab.unlock(owner=owner, names=names)
-            else:
-                _, unlocked = lab.unlock(owner=owner, all_nodes=True)
-        except LabError as error:
-            errors.append(f"unlock failed: {error}")
-            continue
-        if sorted(node["name"] for node in unlocked) != sorted(names):
-            errors.append(f"unlocked {unlocked}, held {names}")
-        holds.append((names, got, released))
-    lab.close()
-    results.put({"index": index, "holds": holds, "refusals": refusals, "errors": errors})
+def assert_no_violations(load):
+    assert load.violations() == {key: [] for key in load.violations()}
+    assert load.cycles > WORKERS * 10, f"only {load.cycles} cycles in {SECONDS} s: the test proved little"
 
 
-def test_concurrent_lockers(db_url, lab):
+def test_load_one_type(db_url, lab):
     seed(lab, "smithi", NODES)
-    ctx = multiprocessing.get_context("fork")
-    barrier = ctx.Barrier(WORKERS)
-    results = ctx.Queue()
-    procs = [ctx.Process(target=worker, args=(db_url, i, barrier, results)) for i in range(WORKERS)]
-    for proc in procs:
-        proc.start()
-    reports = [results.get(timeout=SECONDS + 120) for _ in procs]
-    for proc in procs:
-        proc.join(timeout=30)
-        assert proc.exitcode == 0
-
-    assert [r["errors"] for r in reports] == [[]] * WORKERS
-    assert [r["refusals"] for r in reports] == [[]] * WORKERS, "a satisfiable request was refused"
-
-    intervals = defaultdict(list)
-    for report in reports:
-        for names, got, released in report["holds"]:
-            for name in names:
-                intervals[name].append((got, released, report["index"]))
-    for name, spans in intervals.items():
-        spans.sort()
-        for (_, end, a), (start, _, b) in itertools.pairwise(spans):
-            assert start >= end, f"{name} held by workers {a} and {b} at once"
-
-    locks = sum(len(names) for report in reports for names, _, _ in report["holds"])
-    assert locks > WORKERS * 10, f"only {locks} locks in {SECONDS} s: the test proved little"
+    load = run_load(db_url, WORKERS, SECONDS, ["smithi"])
+    assert_no_violations(load)
 
     # The history has every lock and unlock, alternating per node; all nodes end free.
     history = [event for event in lab.history() if event["action"] in ("lock", "unlock")]
+    locks = sum(len(names) for _, names, _, _ in load.holds)
     assert sum(event["action"] == "lock" for event in history) == locks
     assert sum(event["action"] == "unlock" for event in history) == locks
     state = {}
@@ -101,35 +44,123 @@ def test_concurrent_lockers(db_url, lab):
         assert state.get(event["node"], "unlock") != event["action"], f"{event['node']}: {event['action']} twice in a row"
         state[event["node"]] = event["action"]
     assert lab.query(locked=True) == []
-    assert len(lab.query(locked=False, up=True)) == NODES
 
 
-def test_a_caller_holding_candidates_does_not_cause_a_refusal(db_url, lab):
-    """Another caller is mid-request on the only free nodes (row locks on
-    PostgreSQL, the write lock on SQLite) and then gives up: our request waits
-    for it and gets the nodes instead of being refused."""
-    import threading
+def test_load_two_types_first_type_always_wins(db_url, lab):
+    """smithi can always satisfy (16 x 3 < 50), so a mira grant is a violation."""
+    seed(lab, "smithi", NODES)
+    seed(lab, "mira", 10)
+    load = run_load(db_url, WORKERS, SECONDS, ["smithi", "mira"])
+    assert_no_violations(load)
 
-    import sqlalchemy as sa
 
+def _identical_request(db_url, barrier, results):
+    from ansible_collections.teuthology.lab.plugins.module_utils.lockdb import Lab
+
+    lab = Lab(db_url)
+    barrier.wait()
+    newly_locked, nodes = lab.lock(owner="alice@laptop", count=2, machine_types=["smithi"], description="run-1")
+    lab.close()
+    results.put((newly_locked, [node["name"] for node in nodes]))
+
+
+def test_identical_idempotent_requests_at_once_converge(db_url, lab):
+    names = seed(lab, "smithi", 20)
+    ctx = multiprocessing.get_context("fork")
+    callers = 8
+    barrier, results = ctx.Barrier(callers), ctx.Queue()
+    procs = [ctx.Process(target=_identical_request, args=(db_url, barrier, results)) for _ in range(callers)]
+    for proc in procs:
+        proc.start()
+    answers = [results.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=30)
+
+    held = [node["name"] for node in lab.query(owner="alice@laptop")]
+    assert held == names[:2]
+    assert all(granted == held for _, granted in answers)
+    assert sorted(name for newly_locked, _ in answers for name in newly_locked) == held  # one caller locked them
+
+
+class RowHolder:
+    """Another transaction that row-locks some nodes (FOR UPDATE on PostgreSQL,
+    the whole database on SQLite) and rolls back after ``seconds``."""
+
+    def __init__(self, lab, names, seconds):
+        from ansible_collections.teuthology.lab.plugins.module_utils.lockdb import nodes
+
+        self.engine = sa.create_engine(lab.engine.url)
+        self.conn = self.engine.connect()
+        if lab.is_postgres:
+            self.tx = self.conn.begin()
+            self.conn.execute(sa.select(nodes.c.name).where(nodes.c.name.in_(names)).with_for_update())
+            self.release = self.tx.rollback
+        else:
+            self.conn.exec_driver_sql("BEGIN IMMEDIATE")
+            self.release = lambda: self.conn.exec_driver_sql("ROLLBACK")
+        self.timer = threading.Timer(seconds, self.release)
+        self.timer.start()
+
+    def close(self):
+        self.timer.join()
+        self.conn.close()
+        self.engine.dispose()
+
+
+def test_a_caller_holding_candidates_does_not_cause_a_refusal(lab):
+    """Another caller is mid-request on the only free nodes and then gives
+    up: our request waits for it and gets the nodes instead of being refused."""
     names = seed(lab, "smithi", 3)
-    other = sa.create_engine(lab.engine.url)
-    conn = other.connect()
-    if lab.is_postgres:
-        tx = conn.begin()
-        conn.execute(sa.text("SELECT name FROM nodes WHERE NOT locked ORDER BY name FOR UPDATE"))
-    else:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-        tx = None
-    timer = threading.Timer(1.5, lambda: tx.rollback() if tx else conn.exec_driver_sql("ROLLBACK"))
-    timer.start()
+    holder = RowHolder(lab, names, 1.5)
     try:
         started = time.monotonic()
         newly_locked, nodes = lab.lock(owner="alice@laptop", count=3, machine_types=["smithi"])
         waited = time.monotonic() - started
     finally:
-        timer.join()
-        conn.close()
-        other.dispose()
+        holder.close()
     assert newly_locked == names and [node["name"] for node in nodes] == names
     assert waited >= 1.0, "the request did not wait for the other caller"
+
+
+def test_first_type_wins_over_rows_held_for_a_moment(lab):
+    """smithi rows another caller holds for a moment (then lets go) are
+    possibly free: the request waits for them rather than taking mira."""
+    smithi = seed(lab, "smithi", 2)
+    seed(lab, "mira", 2)
+    holder = RowHolder(lab, smithi, 1.5)
+    try:
+        newly_locked, _ = lab.lock(owner="alice@laptop", count=2, machine_types=["smithi", "mira"])
+    finally:
+        holder.close()
+    assert newly_locked == smithi
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_rows_freed_while_waiting_are_seen(db_url, lab):
+    """PostgreSQL, READ COMMITTED: a request waits for a row another caller
+    holds; meanwhile a second node is unlocked. Both are free when it goes on,
+    though the statement that waited started before the unlock."""
+    first, second = seed(lab, "smithi", 2)
+    lab.lock(owner="bob@desk", names=[second])
+    holder = RowHolder(lab, [first], 1.5)
+    outcome = {}
+
+    def request():
+        from ansible_collections.teuthology.lab.plugins.module_utils.lockdb import Lab, LabError
+
+        other = Lab(db_url)
+        try:
+            outcome["locked"] = other.lock(owner="alice@laptop", count=2, machine_types=["smithi"])[0]
+        except LabError as error:
+            outcome["refused"] = str(error)
+        other.close()
+
+    locker = threading.Thread(target=request)
+    try:
+        locker.start()
+        time.sleep(0.5)  # the request is now waiting for the first row
+        lab.unlock(owner="bob@desk", names=[second])
+    finally:
+        holder.close()
+        locker.join(timeout=60)
+    assert outcome == {"locked": [first, second]}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 
-import sqlalchemy as sa
 import yaml
 
 from support.ansible_run import BIN, ansible_env
@@ -93,9 +92,10 @@ def test_hosts_groups_variables_and_filters(db_url, lab, tmp_path):
 def test_known_hosts_file_mode_and_invalid_recorded_key(db_url, lab, tmp_path):
     vps, _, _ = lab_fixture(lab)
     # A key that bypassed validation (written by hand into the database) is never pinned.
+    from ansible_collections.teuthology.lab.plugins.module_utils.lockdb import nodes
+
     with lab.engine.begin() as conn:
-        conn.execute(sa.text("UPDATE nodes SET ssh_pub_key = :key WHERE name = :name"),
-                     {"key": "ssh-ed25519 AAAA$(reboot)", "name": vps[1]})
+        conn.execute(nodes.update().where(nodes.c.name == vps[1]).values(ssh_pub_key="ssh-ed25519 AAAA$(reboot)"))
     known_hosts = tmp_path / "kh" / "known_hosts"
     proc, data = inventory(tmp_path, {"db": db_url, "host_key_mode": "known_hosts_file", "known_hosts_file": str(known_hosts)})
     assert proc.returncode == 0, proc.stderr

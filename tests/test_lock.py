@@ -185,7 +185,10 @@ def test_node_module_add_change_keys_remove(db_url, lab):
     assert run.result("force")["changed"] is True and run.result("force")["node"] is None
     assert run.result("gone")["changed"] is False
     assert lab.query() == []
-    assert [e["action"] for e in lab.history(["vpm001.front"])][-2:] == ["lock", "remove"]  # history outlives the node
+    # The history outlives the node, and says the forced removal freed a lock.
+    last = lab.history(["vpm001.front"])[-3:]
+    assert [e["action"] for e in last] == ["lock", "unlock", "remove"]
+    assert last[1]["details"] == {"locked_by": ALICE, "forced": True}
 
 
 def test_node_info_filters_and_summary(db_url, lab):

@@ -176,7 +176,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     def _query(self, query):
         try:
-            lab = Lab(query["db"])
+            lab = Lab(query["db"], create=False)
             try:
                 return lab.query(
                     locked=query["locked"],

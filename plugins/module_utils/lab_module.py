@@ -38,11 +38,12 @@ class LabModule(AnsibleModule):
     def owner(self) -> str:
         return self.params.get("owner") or default_owner()
 
-    def run(self, action: Callable[[Lab], dict[str, Any]]) -> NoReturn:
+    def run(self, action: Callable[[Lab], dict[str, Any]], read_only: bool = False) -> NoReturn:
         """Open the database (check mode rolls writes back), run ``action``
-        and exit with its result; a LabError fails the task, nothing changed."""
+        and exit with its result; a LabError fails the task, nothing changed.
+        A ``read_only`` action, like check mode, never creates the database."""
         try:
-            lab = Lab(self.params["db"], check_mode=self.check_mode)
+            lab = Lab(self.params["db"], check_mode=self.check_mode, create=not read_only)
             try:
                 result = action(lab)
             finally:

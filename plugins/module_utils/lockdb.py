@@ -7,25 +7,30 @@ nothing else writes SQL. Nodes leave this file as plain dicts with the
 fields of ``NODE_FIELDS`` (datetimes as ISO 8601 strings in UTC).
 
 Atomicity: every public method runs in one transaction. On SQLite a write
-transaction takes the write lock up front (``BEGIN IMMEDIATE``) and waits
-for it (busy timeout). On PostgreSQL, lockers select candidates with
-``FOR UPDATE SKIP LOCKED`` so that they don't queue behind each other; a
-request that comes up short that way is retried once with plain
-``FOR UPDATE`` (waiting for the rows other callers hold) before it is
-refused, so a request the free pool can satisfy is never refused because
-another caller happened to be looking at the same rows.
+transaction takes the database's write lock up front (``BEGIN IMMEDIATE``),
+so writers run one after the other. On PostgreSQL a request for ``count``
+nodes first takes a transaction-level advisory lock per requested machine
+type (in a fixed order), so requests for the same type run one after the
+other and each one reads the pool after the previous one committed; rows
+that another transaction holds for a moment (an admin's change, a lock by
+name) are waited for, not skipped. So, on both databases, as
+tests/test_concurrency.py proves under load: no node is ever locked twice; a
+request that the free pool can satisfy is not refused; with several machine
+types the first one that can satisfy the whole request wins; identical
+idempotent requests made at once converge on ``count`` nodes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import getpass
+import json
 import os
 import re
 import socket
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+import zlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -48,11 +53,16 @@ else:
 DB_ENV = "TEUTHOLOGY_LAB_DB"
 OWNER_ENV = "TEUTHOLOGY_LAB_OWNER"
 DEFAULT_DB_PATH = "~/.local/share/teuthology-lab/lab.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SQLITE_BUSY_TIMEOUT = 60.0
-# Transactions that PostgreSQL aborts under contention and that are safe to re-run.
-_PG_RETRY_CODES = frozenset({"40001", "40P01"})
+# Transactions that PostgreSQL aborts under contention and that are safe to re-run:
+# serialisation failure, deadlock, and a unique violation (two callers adding one
+# new node: the re-run finds the winner's row).
+_PG_RETRY_CODES = frozenset({"40001", "40P01", "23505"})
 _MAX_ATTEMPTS = 5
+# pg_advisory_xact_lock(int, int) key spaces: the schema's creator, and lockers per machine type.
+_SCHEMA_LOCK = (7310012, 0)
+_TYPE_LOCK_SPACE = 7310013
 
 NODE_FIELDS = (
     "name",
@@ -78,10 +88,12 @@ SETTABLE_FIELDS = tuple(f for f in NODE_FIELDS if f not in ("name", "locked_sinc
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _OWNER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]*\Z")
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
-_LEASE_RE = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_LEASE_RE = re.compile(r"^\s*(\d{1,12})\s*([smhdw]?)\s*\Z")
 _LEASE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_LEASE = dt.timedelta(days=366)
 _MAX_TOKEN = 255
 _MAX_DESCRIPTION = 4096
+_URL_SCHEMES = ("sqlite", "postgresql")
 
 
 class LabError(Exception):
@@ -128,13 +140,15 @@ def split_list(what: str, value: str | Sequence[str] | None) -> list[str]:
 
 
 def parse_lease(value: str | int | None) -> int | None:
-    """``30m``, ``4h``, ``2d``, ``1w`` or plain seconds -> seconds."""
+    """``30m``, ``4h``, ``2d``, ``1w`` or plain seconds -> seconds, at most a year."""
     if value is None or value == "":
         return None
     match = _LEASE_RE.match(str(value))
     seconds = int(match.group(1)) * _LEASE_UNITS[match.group(2)] if match else 0
     if seconds <= 0:
         raise LabError(f"lease: {value!r} is not a duration (e.g. 3600, 30m, 4h, 2d, 1w)")
+    if seconds > MAX_LEASE.total_seconds():
+        raise LabError(f"lease: {value!r} is longer than the longest lease, {MAX_LEASE.days} days")
     return seconds
 
 
@@ -148,7 +162,8 @@ def resolve_db_url(db: str | None) -> str:
 
     ``db`` / ``TEUTHOLOGY_LAB_DB`` may instead be the absolute path of a file
     that holds the URL: what AWX's credential type injects, so that the
-    password is in no job's environment (ansible-runner records that).
+    password is in no job's environment (ansible-runner records that). Such
+    a file must hold exactly one URL; errors name the file, never its content.
     """
     given = db or os.environ.get(DB_ENV)
     if not given:
@@ -159,12 +174,23 @@ def resolve_db_url(db: str | None) -> str:
         raise LabError(f"db: {mask_url(given)!r} is neither a database URL nor the absolute path of a file holding one")
     try:
         with open(given, encoding="utf-8") as url_file:
-            url = url_file.read().strip()
+            url = url_file.read(64 * 1024).strip()
     except (OSError, UnicodeDecodeError) as error:
-        raise LabError(f"db: cannot read the database URL from {given}: {error}") from None
-    if "://" not in url:
-        raise LabError(f"db: file {given} holds no database URL")
+        raise LabError(f"db: cannot read the database URL from {given}: {error.__class__.__name__}") from None
+    if not _is_one_url(url):
+        raise LabError(f"db: file {given} does not hold exactly one database URL (sqlite:/// or postgresql+psycopg://)")
     return url
+
+
+def _is_one_url(text: str) -> bool:
+    """One line, no whitespace, a URL SQLAlchemy parses, of a database we use."""
+    if not text or any(c.isspace() for c in text):
+        return False
+    try:
+        url = sa.engine.make_url(text)
+    except (sa_exc.ArgumentError, ValueError):
+        return False
+    return url.get_backend_name() in _URL_SCHEMES
 
 
 def mask_url(url: str) -> str:
@@ -209,12 +235,19 @@ def node_dict(row: Any) -> dict[str, Any]:
     return {field: _iso(mapping[field]) for field in NODE_FIELDS}
 
 
+def _type_lock_key(machine_type: str) -> int:
+    """A stable int4 for a machine type's advisory lock (collisions only serialise more)."""
+    return (zlib.crc32(machine_type.encode()) ^ 0x80000000) - 0x80000000
+
+
 # ---------------------------------------------------------------- schema
 
 if HAS_SQLALCHEMY:
     metadata = sa.MetaData()
+    # Prefixed names: a shared PostgreSQL database may hold other applications'
+    # tables (paddles' own is called ``nodes``).
     nodes = sa.Table(
-        "nodes",
+        "lab_nodes",
         metadata,
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("name", sa.String(255), nullable=False, unique=True),
@@ -233,11 +266,11 @@ if HAS_SQLALCHEMY:
         sa.Column("ssh_host", sa.String(255)),
         sa.Column("ssh_port", sa.Integer),
         sa.Column("lease_expires", sa.DateTime),
-        sa.Index("ix_nodes_pool", "machine_type", "locked", "up"),
-        sa.Index("ix_nodes_locked_by", "locked_by"),
+        sa.Index("ix_lab_nodes_pool", "machine_type", "locked", "up"),
+        sa.Index("ix_lab_nodes_locked_by", "locked_by"),
     )
     events = sa.Table(
-        "events",
+        "lab_events",
         metadata,
         sa.Column("id", sa.Integer, primary_key=True),
         # The node's name, not a foreign key: history outlives removed nodes.
@@ -249,20 +282,47 @@ if HAS_SQLALCHEMY:
     )
     lab_schema = sa.Table("lab_schema", metadata, sa.Column("version", sa.Integer, nullable=False))
 
+
+def _migrate_to_2(conn: Any) -> None:
+    """Version 1 named its tables ``nodes`` and ``events``: prefix them, and on
+    PostgreSQL every relation that came with them (keys, sequences, indexes),
+    whose names share the table's namespace."""
+    conn.execute(sa.text("ALTER TABLE nodes RENAME TO lab_nodes"))
+    conn.execute(sa.text("ALTER TABLE events RENAME TO lab_events"))
+    if conn.dialect.name == "postgresql":
+        renames = {
+            "nodes_pkey": "lab_nodes_pkey",
+            "nodes_name_key": "lab_nodes_name_key",
+            "events_pkey": "lab_events_pkey",
+        }
+        for old, new in renames.items():
+            table = "lab_nodes" if old.startswith("nodes") else "lab_events"
+            conn.execute(sa.text(f"ALTER TABLE {table} RENAME CONSTRAINT {old} TO {new}"))
+        for old in ("nodes_id_seq", "events_id_seq"):
+            conn.execute(sa.text(f"ALTER SEQUENCE {old} RENAME TO lab_{old}"))
+    # SQLite cannot rename an index: make the new ones, drop the old.
+    for old in ("ix_nodes_pool", "ix_nodes_locked_by", "ix_events_node"):
+        conn.execute(sa.text(f"DROP INDEX {old}"))
+    for index in (*nodes.indexes, *events.indexes):
+        index.create(conn)
+
+
 # Migrations from version N-1 to N, applied in order to an existing database
 # (a new database is created at SCHEMA_VERSION directly). Add a function and
 # raise SCHEMA_VERSION when the tables above change.
-MIGRATIONS: dict[int, Callable[[Any], None]] = {}
+MIGRATIONS: dict[int, Callable[[Any], None]] = {2: _migrate_to_2}
 
 # ---------------------------------------------------------------- engine
 
 
-def _sqlite_engine(url: Any, text: str) -> Any:
+def _sqlite_engine(url: Any, text: str, create: bool) -> Any:
     path = url.database
     if not path or path == ":memory:":
         raise LabError(f"db: {mask_url(text)!r} names no file; use sqlite:////absolute/path/lab.db")
     path = os.path.abspath(os.path.expanduser(path))
     directory = os.path.dirname(path)
+    if not create and not os.path.isfile(path):
+        raise LabError(f"db: no lab database at {path}; lock or add a node to create it")
     if path == os.path.expanduser(DEFAULT_DB_PATH):
         os.makedirs(directory, exist_ok=True)
     elif not os.path.isdir(directory):
@@ -282,8 +342,9 @@ def _sqlite_engine(url: Any, text: str) -> Any:
     return engine
 
 
-def create_engine(text: str) -> Any:
-    """An engine for a SQLAlchemy URL (SQLite or PostgreSQL), or a LabError."""
+def create_engine(text: str, create: bool = True) -> Any:
+    """An engine for a SQLAlchemy URL (SQLite or PostgreSQL), or a LabError.
+    Unless ``create``, a SQLite file that does not exist is an error."""
     try:
         url = sa.engine.make_url(text)
     except sa_exc.ArgumentError:
@@ -294,7 +355,7 @@ def create_engine(text: str) -> Any:
     backend = url.get_backend_name()
     try:
         if backend == "sqlite":
-            return _sqlite_engine(url, text)
+            return _sqlite_engine(url, text, create)
         if backend == "postgresql":
             return sa.create_engine(url, connect_args={"connect_timeout": 10})
     except (sa_exc.NoSuchModuleError, ImportError) as error:
@@ -308,60 +369,81 @@ _T = TypeVar("_T")
 
 
 class Lab:
-    """The lock database behind one URL. ``check_mode`` rolls every write back."""
+    """The lock database behind one URL. ``check_mode`` rolls every write back.
 
-    def __init__(self, db: str | None = None, *, check_mode: bool = False) -> None:
+    Unless ``create``, a database that does not exist yet (no SQLite file, or
+    no lab tables in PostgreSQL) is an error rather than made: what read-only
+    callers and check mode want, so that a typo in a path lists an error, not
+    an empty lab. Check mode never creates one.
+
+    One connection is kept for the handle's life (a pool checkout per
+    transaction costs more than the statements of a lock). Not thread-safe:
+    one ``Lab`` per thread or process.
+    """
+
+    def __init__(self, db: str | None = None, *, check_mode: bool = False, create: bool = True) -> None:
         self.url = resolve_db_url(db)
         self.check_mode = check_mode
-        self.engine = create_engine(self.url)
+        create = create and not check_mode
+        self.engine = create_engine(self.url, create=create)
         self.is_postgres = self.engine.dialect.name == "postgresql"
+        # UPDATE ... RETURNING needs SQLite 3.35; older SQLite (EL9's) re-reads the rows instead.
+        self.returning = bool(self.engine.dialect.update_returning)
+        self._conn: Any = None
         self._known_types: set[str] = set()
         if not self._run(self._schema_is_current, write=False):
+            if not create and not self._run(self._has_schema, write=False):
+                raise LabError(f"db: no lab database at {mask_url(self.url)} (no lab tables); lock or add a node to create it")
             self._run(self._ensure_schema, keep=True)
 
     def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
         self.engine.dispose()
 
     # -- transactions
 
-    @contextmanager
-    def _transaction(self, write: bool, keep: bool) -> Iterator[Any]:
-        """One transaction; in check mode a write is rolled back unless ``keep``."""
-        try:
-            with self.engine.connect() as conn:
-                conn.execution_options(lab_write=write)
-                with conn.begin() as tx:
-                    yield conn
-                    if self.check_mode and write and not keep:
-                        tx.rollback()
-        except sa_exc.DBAPIError as error:
-            message = _scrub(str(error.orig), self.url)
-            if getattr(error.orig, "sqlstate", None) in _PG_RETRY_CODES:
-                raise _Retry(message) from None
-            raise LabError(f"db: cannot use database {mask_url(self.url)}: {message}") from None
-
     def _run(self, fn: Callable[[Any], _T], write: bool = True, keep: bool = False) -> _T:
-        """Run ``fn(conn)`` in one transaction, re-running it if PostgreSQL
-        aborted it for a deadlock or a serialisation failure."""
-        reason: _Retry | None = None
+        """Run ``fn(conn)`` in one transaction (rolled back in check mode unless
+        ``keep``), re-running it if PostgreSQL aborted it for contention."""
+        reason = ""
         for _attempt in range(_MAX_ATTEMPTS):
             try:
-                with self._transaction(write, keep) as conn:
-                    return fn(conn)
-            except _Retry as retry:
-                reason = retry
+                if self._conn is None or self._conn.closed:
+                    self._conn = self.engine.connect()
+                options: dict[str, Any] = {"lab_write": write}
+                if self.is_postgres:
+                    # A read is one statement: no transaction to begin and end around it. The
+                    # lock rules rely on READ COMMITTED's fresh snapshot per statement.
+                    options["isolation_level"] = "READ COMMITTED" if write else "AUTOCOMMIT"
+                conn = self._conn.execution_options(**options)
+                with conn.begin() as tx:
+                    result = fn(conn)
+                    if self.check_mode and write and not keep:
+                        tx.rollback()
+                return result
+            except sa_exc.DBAPIError as error:
+                message = _scrub(str(error.orig), self.url)
+                if error.connection_invalidated:
+                    self._conn.close()
+                    self._conn = None
+                if getattr(error.orig, "sqlstate", None) not in _PG_RETRY_CODES:
+                    raise LabError(f"db: cannot use database {mask_url(self.url)}: {message}") from None
+                reason = message
         raise LabError(f"db: {mask_url(self.url)} aborted the transaction {_MAX_ATTEMPTS} times: {reason}")
 
+    def _has_schema(self, conn: Any) -> bool:
+        return sa.inspect(conn).has_table("lab_schema")
+
     def _schema_is_current(self, conn: Any) -> bool:
-        return sa.inspect(conn).has_table("lab_schema") and (
-            conn.execute(sa.select(lab_schema.c.version)).scalar_one() == SCHEMA_VERSION
-        )
+        return self._has_schema(conn) and conn.execute(sa.select(lab_schema.c.version)).scalar_one() == SCHEMA_VERSION
 
     def _ensure_schema(self, conn: Any) -> None:
         if self.is_postgres:
-            # One creator at a time; the key is arbitrary but fixed.
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7310012)"))
-        if not sa.inspect(conn).has_table("lab_schema"):
+            # One creator at a time.
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(*_SCHEMA_LOCK)))
+        if not self._has_schema(conn):
             metadata.create_all(conn)
             conn.execute(lab_schema.insert().values(version=SCHEMA_VERSION))
             return
@@ -391,6 +473,21 @@ class Lab:
             raise LabError(f"names: unknown node{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
         return rows
 
+    def _update_rows(self, conn: Any, ids: list[int], values: dict[str, Any], history: list[dict[str, Any]]) -> list[Any]:
+        """UPDATE these rows, record ``history`` (events without a time) and
+        return the rows as updated. On PostgreSQL that is one statement, the
+        events inserted by a CTE of the UPDATE, so one round trip; elsewhere
+        UPDATE ... RETURNING, or on SQLite before 3.35 the rows read again."""
+        statement = nodes.update().where(nodes.c.id.in_(ids)).values(**values)
+        if self.is_postgres:
+            recorded = _insert_events_cte(history, _utcnow())
+            return conn.execute(sa.select(statement.returning(*nodes.c).cte("updated")).add_cte(recorded)).all()
+        self._record(conn, history)
+        if self.returning:
+            return conn.execute(statement.returning(*nodes.c)).all()
+        conn.execute(statement)
+        return conn.execute(sa.select(nodes).where(nodes.c.id.in_(ids))).all()
+
     # -- locking
 
     def lock(
@@ -415,8 +512,7 @@ class Lab:
                 check_token(what, value)
         if description is not None:
             check_description(description)
-        lease_seconds = parse_lease(lease)
-        request = _LockRequest(owner, arch, os_type, os_version, description, lease_seconds)
+        request = _LockRequest(owner, arch, os_type, os_version, description, parse_lease(lease))
         if names:
             names = split_list("names", names)
             if count is not None or machine_types:
@@ -424,15 +520,10 @@ class Lab:
             return self._run(lambda conn: self._lock_names(conn, names, request))
         if count is None or not machine_types:
             raise LabError("lock needs names, or count with machine_type")
-        if count < 1:
-            raise LabError(f"count: {count} is not a number of nodes (at least 1)")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise LabError(f"count: {count!r} is not a number of nodes (at least 1)")
         types = split_list("machine_type", machine_types)
-        if self.is_postgres:
-            result = self._run(lambda conn: self._lock_count(conn, count, types, request, skip_locked=True, last=False))
-            if result is not None:
-                return result
-        # Definitive pass: waits for rows other callers hold, returns or raises.
-        return self._run(lambda conn: self._lock_count(conn, count, types, request, skip_locked=False, last=True))
+        return self._run(lambda conn: self._lock_count(conn, count, types, request))
 
     def _lock_names(self, conn: Any, names: list[str], request: _LockRequest) -> tuple[list[str], list[dict[str, Any]]]:
         rows = self._select_names(conn, names)
@@ -444,50 +535,52 @@ class Lab:
             mismatch = request.mismatch(row)
             if mismatch:
                 raise LabError(f"names: node {row.name} {mismatch}")
-        taken = self._take(conn, [row for row in rows if not row.locked], request)
-        return [row.name for row in taken], _by_name([*(row for row in rows if row.locked), *taken])
+        # A VM the owner holds with another OS than the one asked for is locked
+        # again for that OS: a VM to reinstall, not one already held.
+        held = [row for row in rows if row.locked and not request.os_differs(row)]
+        held_ids = {row.id for row in held}
+        taken = self._take(conn, [row for row in rows if row.id not in held_ids], request)
+        return [row.name for row in taken], _by_name([*held, *taken])
 
     def _lock_count(
-        self,
-        conn: Any,
-        count: int,
-        types: list[str],
-        request: _LockRequest,
-        skip_locked: bool,
-        last: bool,
-    ) -> tuple[list[str], list[dict[str, Any]]] | None:
+        self, conn: Any, count: int, types: list[str], request: _LockRequest
+    ) -> tuple[list[str], list[dict[str, Any]]]:
+        if self.is_postgres:
+            # Lockers of a type one after the other, each reading the pool as the
+            # previous one left it; a fixed order, so that no two wait for each other.
+            for key in sorted({_type_lock_key(t) for t in types}):
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_TYPE_LOCK_SPACE, key)))
         self._check_known_types(conn, types)
         held = self._held(conn, types, request) if request.description is not None else {}
         shortfalls = []
         for machine_type in types:
             have = held.get(machine_type, [])
             if len(have) >= count:
-                return [], _by_name(have[:count])
+                return [], _by_name(have)
             need = count - len(have)
-            # With several types, a savepoint per type: a type that falls short releases
-            # its row locks before the next is tried, so that callers waiting in the
-            # definitive pass never hold rows of two types (no lock-order cycles).
-            savepoint = conn.begin_nested() if len(types) > 1 else None
-            query = (
-                sa.select(nodes)
-                .where(nodes.c.machine_type == machine_type, nodes.c.up.is_(True), nodes.c.locked.is_(False))
-                .where(*request.filters(machine_type))
-                .order_by(nodes.c.name)
-                .limit(need)
-                .with_for_update(skip_locked=skip_locked)
-            )
-            candidates = conn.execute(query).all()
+            candidates = self._free(conn, machine_type, need, request)
+            if len(candidates) < need:
+                # The rows waited for may have been taken (a lock by name, an admin);
+                # a fresh read sees every commit made meanwhile.
+                candidates = self._free(conn, machine_type, need, request)
             if len(candidates) == need:
-                if savepoint:
-                    savepoint.commit()
                 taken = self._take(conn, candidates, request)
                 return [row.name for row in taken], _by_name([*have, *taken])
-            if savepoint:
-                savepoint.rollback()
             shortfalls.append((machine_type, need, len(have), len(candidates)))
-        if not last:
-            return None
         raise LabError("; ".join(_shortfall_message(*shortfall, request) for shortfall in shortfalls))
+
+    def _free(self, conn: Any, machine_type: str, need: int, request: _LockRequest) -> list[Any]:
+        """Up to ``need`` free nodes of the type, row-locked in name order;
+        rows another transaction holds are waited for, then re-checked."""
+        query = (
+            sa.select(nodes)
+            .where(nodes.c.machine_type == machine_type, nodes.c.up.is_(True), nodes.c.locked.is_(False))
+            .where(*request.filters(machine_type))
+            .order_by(nodes.c.name)
+            .limit(need)
+            .with_for_update()
+        )
+        return conn.execute(query).all()
 
     def _check_known_types(self, conn: Any, types: list[str]) -> None:
         """Every type must have nodes. Types seen once are remembered: a type
@@ -501,6 +594,7 @@ class Lab:
             raise LabError(f"machine_type: no nodes of type {', '.join(unknown)} in the lab")
 
     def _held(self, conn: Any, types: list[str], request: _LockRequest) -> dict[str, list[Any]]:
+        """The owner's nodes with this description that meet the request, by type."""
         rows = conn.execute(
             sa.select(nodes)
             .where(
@@ -510,10 +604,11 @@ class Lab:
                 nodes.c.machine_type.in_(types),
             )
             .order_by(nodes.c.name)
+            .with_for_update()
         ).all()
         held: dict[str, list[Any]] = {}
         for row in rows:
-            if not request.mismatch(row):
+            if not request.mismatch(row) and not request.os_differs(row):
                 held.setdefault(row.machine_type, []).append(row)
         return held
 
@@ -535,11 +630,12 @@ class Lab:
             if wanted:
                 # For a VM slot the OS is what to install next, not a filter.
                 values[field] = sa.case((nodes.c.machine_type == "vps", wanted), else_=nodes.c[field])
-        statement = nodes.update().where(nodes.c.id.in_([row.id for row in rows])).values(**values).returning(*nodes.c)
-        taken = conn.execute(statement).all()
         details = {"description": request.description, "lease_expires": _iso(lease_expires)}
-        self._record(conn, ({"node": row.name, "action": "lock", "actor": request.owner, "details": details} for row in rows))
-        return taken
+        history = [
+            {"node": row.name, "action": "lock", "actor": request.owner, "details": {**details, **request.os_changes(row)}}
+            for row in rows
+        ]
+        return self._update_rows(conn, [row.id for row in rows], values, history)
 
     def _nodes(self, conn: Any, names: Iterable[str]) -> list[dict[str, Any]]:
         return _by_name(conn.execute(sa.select(nodes).where(nodes.c.name.in_(list(names)))).all())
@@ -581,22 +677,11 @@ class Lab:
     def _release(self, conn: Any, rows: Sequence[Any], actor: str, force: bool) -> None:
         if not rows:
             return
-        conn.execute(
-            nodes.update()
-            .where(nodes.c.id.in_([row.id for row in rows]))
-            .values(locked=False, locked_by=None, locked_since=None, description=None, lease_expires=None)
-        )
-        self._record(
+        self._update_rows(
             conn,
-            (
-                {
-                    "node": row.name,
-                    "action": "unlock",
-                    "actor": actor,
-                    "details": {"locked_by": row.locked_by, "forced": force and row.locked_by != actor},
-                }
-                for row in rows
-            ),
+            [row.id for row in rows],
+            {"locked": False, "locked_by": None, "locked_since": None, "description": None, "lease_expires": None},
+            [_unlock_event(row, actor, force) for row in rows],
         )
 
     # -- administration
@@ -621,6 +706,8 @@ class Lab:
                 if new["locked"]:
                     new.setdefault("locked_since", _utcnow())
                 _check_lock_fields(name, new)
+                # Two callers adding one name at once: the loser's insert is a unique
+                # violation on PostgreSQL, and the re-run (_run) finds the winner's row.
                 conn.execute(nodes.insert().values(name=name, **new))
                 details = {k: _iso(v) for k, v in new.items() if v is not None}
                 self._record(conn, [{"node": name, "action": "add", "actor": actor, "details": details}, *notes])
@@ -652,7 +739,8 @@ class Lab:
             if row.locked and not force:
                 raise LabError(f"name: node {name} is locked by {row.locked_by}; unlock it first or use force: true")
             conn.execute(nodes.delete().where(nodes.c.id == row.id))
-            self._record(conn, [{"node": name, "action": "remove", "actor": actor, "details": {"locked_by": row.locked_by}}])
+            unlocked = [_unlock_event(row, actor, force)] if row.locked else []
+            self._record(conn, [*unlocked, {"node": name, "action": "remove", "actor": actor, "details": {"locked_by": row.locked_by}}])
             return True, node_dict(row)
 
         return self._run(remove_in)
@@ -670,7 +758,8 @@ class Lab:
         vpshost: str | None = None,
         description: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Nodes matching every filter given (``None`` matches anything), by name."""
+        """Nodes matching every filter given (``None`` matches anything), by name.
+        ``description`` matches a case-sensitive substring, on both databases."""
         conditions = []
         if names:
             conditions.append(nodes.c.name.in_(split_list("names", names)))
@@ -685,7 +774,10 @@ class Lab:
         if vpshost:
             conditions.append(nodes.c.vpshost == check_token("vpshost", vpshost, HOST_RE))
         if description:
-            conditions.append(nodes.c.description.contains(check_description(description), autoescape=True))
+            # LIKE folds case on SQLite and not on PostgreSQL; these two find the
+            # exact substring on each, with no wildcard to escape.
+            position = sa.func.strpos if self.is_postgres else sa.func.instr
+            conditions.append(position(nodes.c.description, check_description(description)) > 0)
         return self._run(
             lambda conn: [node_dict(row) for row in conn.execute(sa.select(nodes).where(*conditions).order_by(nodes.c.name))],
             write=False,
@@ -702,8 +794,24 @@ class Lab:
         )
 
 
+def _insert_events_cte(history: list[dict[str, Any]], now: dt.datetime) -> Any:
+    """PostgreSQL: an INSERT of these events, as a CTE to attach to another statement."""
+    from sqlalchemy.dialects.postgresql import ARRAY, JSON
+
+    columns = ("node", "action", "actor", "details")
+    arrays = [sa.cast([row[c] if c != "details" else json.dumps(row[c]) for row in history], ARRAY(sa.Text)) for c in columns]
+    rows = sa.func.unnest(*arrays).table_valued(*columns).render_derived()
+    values = sa.select(rows.c.node, rows.c.action, rows.c.actor, sa.literal(now, sa.DateTime), sa.cast(rows.c.details, JSON))
+    return events.insert().from_select(["node", "action", "actor", "time", "details"], values).cte("recorded")
+
+
 def _by_name(rows: Iterable[Any]) -> list[dict[str, Any]]:
     return sorted((node_dict(row) for row in rows), key=lambda node: node["name"])
+
+
+def _unlock_event(row: Any, actor: str, force: bool) -> dict[str, Any]:
+    details = {"locked_by": row.locked_by, "forced": force and row.locked_by != actor}
+    return {"node": row.name, "action": "unlock", "actor": actor, "details": details}
 
 
 def summarize(node_list: Iterable[dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -744,6 +852,20 @@ class _LockRequest:
             if actual != value:
                 return f"has {field} {actual}, not {value}" if actual is not None else f"has no {field}, not {value}"
         return None
+
+    def os_changes(self, row: Any) -> dict[str, list[str | None]]:
+        """For a VM slot, the recorded OS fields this request changes: {field: [old, new]}."""
+        if row.machine_type != "vps":
+            return {}
+        return {
+            field: [getattr(row, field), wanted]
+            for field, wanted in (("os_type", self.os_type), ("os_version", self.os_version))
+            if wanted and getattr(row, field) != wanted
+        }
+
+    def os_differs(self, row: Any) -> bool:
+        """A held VM whose recorded OS is not the one asked for."""
+        return bool(self.os_changes(row))
 
 
 def _shortfall_message(machine_type: str, need: int, have: int, free: int, request: _LockRequest) -> str:

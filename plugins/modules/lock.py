@@ -42,7 +42,9 @@ options:
     type: str
   os_type:
     description:
-      - For C(vps) nodes, the OS to install on the VM, recorded on the node.
+      - For C(vps) nodes, the OS to install on the VM, recorded on the node. Locking by O(names) a C(vps) node the
+        O(owner) holds with another OS locks it again for this one (it is in RV(newly_locked): its VM is to be
+        reinstalled).
       - For other machine types, only nodes with this OS.
     type: str
   os_version:
@@ -53,14 +55,17 @@ options:
     description:
       - What the nodes are locked for, e.g. a run name. Recorded on the nodes.
       - With O(count), makes the request idempotent; if the owner already holds nodes of a requested type with exactly
-        this description, they count towards O(count), and if they are enough they are returned unchanged.
+        this description, they count towards O(count), and if they are enough they are all returned unchanged (all of
+        them, also when they are more than O(count)).
+      - A held C(vps) node counts only if its recorded O(os_type) and O(os_version) are the ones asked for.
     type: str
   lease:
     description:
       - How long the lock is meant to last, recorded as RV(teuthology.lab.node_info#module:nodes[].lease_expires);
-        V(30m), V(4h), V(2d), V(1w) or a number of seconds. Default is no expiry.
-      - An expired lease is not unlocked automatically (a VM may still run on the node); an admin unlocks it with
-        M(teuthology.lab.unlock) and O(teuthology.lab.unlock#module:force=true).
+        V(30m), V(4h), V(2d), V(1w) or a number of seconds, at most 366 days. Default is no expiry.
+      - An expired lease is not unlocked automatically (a VM may still run on the node); an admin frees it with the
+        playbook C(teuthology.lab.unlock) and C(force=true), which destroys the VM first (the module
+        M(teuthology.lab.unlock) alone would leave the VM running on a free slot).
     type: str
 attributes:
   check_mode:
@@ -117,7 +122,9 @@ locked:
   elements: str
   sample: [vpm001.front.sepia.ceph.com, vpm002.front.sepia.ceph.com]
 newly_locked:
-  description: The names of the nodes this call locked (not those the owner already held); VMs to provision.
+  description:
+    - The names of the nodes this call locked (not those the owner already held); VMs to provision.
+    - Includes a C(vps) node the owner held with another OS and locked again by name for the OS asked for.
   returned: always
   type: list
   elements: str

@@ -10,7 +10,8 @@ short_description: Query the lab's nodes and their lock state
 description:
   - Lists nodes matching every filter given, and per machine type counts of total, up, locked and free nodes (the
     table C(teuthology-lock --summary) prints).
-  - Never changes anything.
+  - Never changes anything, and never creates a database; a database that does not exist (a typo in a SQLite path,
+    a PostgreSQL database without the lab's tables) is an error naming it.
 version_added: 0.1.0
 author: teuthology.lab contributors (@teuthology-lab)
 extends_documentation_fragment:
@@ -37,7 +38,7 @@ options:
     description: Only VM slots on this physical host.
     type: str
   description:
-    description: Only nodes whose lock description contains this text.
+    description: Only nodes whose lock description contains this text (case-sensitive; C(%) and C(_) are plain characters).
     type: str
   history:
     description: Also return the history (RV(events)) of the nodes found.
@@ -152,7 +153,7 @@ def main() -> None:
             result["events"] = lab.history([node["name"] for node in nodes]) if nodes else []
         return result
 
-    module.run(query)
+    module.run(query, read_only=True)
 
 
 if __name__ == "__main__":
