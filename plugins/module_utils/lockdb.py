@@ -312,6 +312,99 @@ def _migrate_to_2(conn: Any) -> None:
 # raise SCHEMA_VERSION when the tables above change.
 MIGRATIONS: dict[int, Callable[[Any], None]] = {2: _migrate_to_2}
 
+
+class _Statements:
+    """The lock rules' statements, built once with bind parameters: SQLAlchemy
+    caches their compiled form, while building a statement for each call
+    costs more than running it. Filters that a request may leave out are
+    ``:param IS NULL OR column = :param``."""
+
+    def __init__(self) -> None:
+        from sqlalchemy.dialects.postgresql import ARRAY, JSON
+
+        def param(name: str, column: Any) -> Any:
+            return sa.bindparam(name, type_=column.type)
+
+        def optional_equal(name: str, column: Any) -> Any:
+            return sa.or_(param(name, column).is_(None), column == param(name, column))
+
+        ids = nodes.c.id.in_(sa.bindparam("ids", expanding=True))
+        self.type_lock = sa.select(sa.func.pg_advisory_xact_lock(_TYPE_LOCK_SPACE, sa.bindparam("key", type_=sa.Integer)))
+        self.named = sa.select(nodes).where(nodes.c.name.in_(sa.bindparam("names", expanding=True))).order_by(nodes.c.name)
+        self.named_for_update = self.named.with_for_update()
+        self.owned_for_update = (
+            sa.select(nodes)
+            .where(nodes.c.locked.is_(True), nodes.c.locked_by == param("owner", nodes.c.locked_by))
+            .order_by(nodes.c.name)
+            .with_for_update()
+        )
+        self.held = (
+            sa.select(nodes)
+            .where(
+                nodes.c.locked.is_(True),
+                nodes.c.locked_by == param("owner", nodes.c.locked_by),
+                nodes.c.description == param("description", nodes.c.description),
+                nodes.c.machine_type.in_(sa.bindparam("types", expanding=True)),
+            )
+            .order_by(nodes.c.name)
+            .with_for_update()
+        )
+        self.free = (
+            sa.select(nodes)
+            .where(
+                nodes.c.machine_type == param("machine_type", nodes.c.machine_type),
+                nodes.c.up.is_(True),
+                nodes.c.locked.is_(False),
+                *(optional_equal(field, nodes.c[field]) for field in ("arch", "os_type", "os_version")),
+            )
+            .order_by(nodes.c.name)
+            .limit(sa.bindparam("need", type_=sa.Integer))
+            .with_for_update()
+        )
+        # For a VM slot the OS asked for is what to install next, not a filter.
+        new_os = {
+            field: sa.case(
+                (nodes.c.machine_type == "vps", sa.func.coalesce(param(f"lock_{field}", nodes.c[field]), nodes.c[field])),
+                else_=nodes.c[field],
+            )
+            for field in ("os_type", "os_version")
+        }
+        self.lock = (
+            nodes.update()
+            .where(ids)
+            .values(
+                locked=True,
+                locked_by=param("lock_owner", nodes.c.locked_by),
+                locked_since=param("lock_since", nodes.c.locked_since),
+                description=param("lock_description", nodes.c.description),
+                lease_expires=param("lock_lease", nodes.c.lease_expires),
+                **new_os,
+            )
+        )
+        self.release = (
+            nodes.update()
+            .where(ids)
+            .values(locked=False, locked_by=None, locked_since=None, description=None, lease_expires=None)
+        )
+        self.by_id = sa.select(nodes).where(ids)
+        self.record = events.insert()
+        # PostgreSQL: the events ride on the UPDATE as a CTE, one statement.
+        columns = ("node", "action", "actor", "details")
+        rows = sa.func.unnest(*(sa.bindparam(f"event_{c}", type_=ARRAY(sa.Text)) for c in columns)).table_valued(*columns).render_derived()
+        recorded = events.insert().from_select(
+            ["node", "action", "actor", "time", "details"],
+            sa.select(
+                rows.c.node, rows.c.action, rows.c.actor, sa.bindparam("event_time", type_=sa.DateTime), sa.cast(rows.c.details, JSON)
+            ),
+        ).cte("recorded")
+        self.recorded_update = {
+            update: sa.select(update.returning(*nodes.c).cte("updated")).add_cte(recorded) for update in (self.lock, self.release)
+        }
+        self.returning_update = {update: update.returning(*nodes.c) for update in (self.lock, self.release)}
+
+
+SQL = _Statements() if HAS_SQLALCHEMY else None
+
 # ---------------------------------------------------------------- engine
 
 
@@ -461,32 +554,31 @@ class Lab:
         rows = list(rows)
         if rows:
             now = _utcnow()
-            conn.execute(events.insert(), [{"time": now, **row} for row in rows])
+            conn.execute(SQL.record, [{"time": now, **row} for row in rows])
 
     def _select_names(self, conn: Any, names: Sequence[str]) -> list[Any]:
         """The named nodes, row-locked in name order; unknown names are an error."""
-        rows = conn.execute(
-            sa.select(nodes).where(nodes.c.name.in_(names)).order_by(nodes.c.name).with_for_update()
-        ).all()
+        rows = conn.execute(SQL.named_for_update, {"names": list(names)}).all()
         missing = sorted(set(names) - {row.name for row in rows})
         if missing:
             raise LabError(f"names: unknown node{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
         return rows
 
-    def _update_rows(self, conn: Any, ids: list[int], values: dict[str, Any], history: list[dict[str, Any]]) -> list[Any]:
-        """UPDATE these rows, record ``history`` (events without a time) and
-        return the rows as updated. On PostgreSQL that is one statement, the
-        events inserted by a CTE of the UPDATE, so one round trip; elsewhere
-        UPDATE ... RETURNING, or on SQLite before 3.35 the rows read again."""
-        statement = nodes.update().where(nodes.c.id.in_(ids)).values(**values)
+    def _update_rows(self, conn: Any, update: Any, params: dict[str, Any], history: list[dict[str, Any]]) -> list[Any]:
+        """Run one of SQL's UPDATEs, record ``history`` (events without a time)
+        and return the rows as updated. On PostgreSQL that is one statement,
+        the events inserted by a CTE of the UPDATE; elsewhere UPDATE ...
+        RETURNING, or on SQLite before 3.35 the rows read again."""
         if self.is_postgres:
-            recorded = _insert_events_cte(history, _utcnow())
-            return conn.execute(sa.select(statement.returning(*nodes.c).cte("updated")).add_cte(recorded)).all()
+            columns = ("node", "action", "actor")
+            events_params = {f"event_{c}": [row[c] for row in history] for c in columns}
+            events_params.update(event_details=[json.dumps(row["details"]) for row in history], event_time=_utcnow())
+            return conn.execute(SQL.recorded_update[update], {**params, **events_params}).all()
         self._record(conn, history)
         if self.returning:
-            return conn.execute(statement.returning(*nodes.c)).all()
-        conn.execute(statement)
-        return conn.execute(sa.select(nodes).where(nodes.c.id.in_(ids))).all()
+            return conn.execute(SQL.returning_update[update], params).all()
+        conn.execute(update, params)
+        return conn.execute(SQL.by_id, {"ids": params["ids"]}).all()
 
     # -- locking
 
@@ -549,7 +641,7 @@ class Lab:
             # Lockers of a type one after the other, each reading the pool as the
             # previous one left it; a fixed order, so that no two wait for each other.
             for key in sorted({_type_lock_key(t) for t in types}):
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_TYPE_LOCK_SPACE, key)))
+                conn.execute(SQL.type_lock, {"key": key})
         self._check_known_types(conn, types)
         held = self._held(conn, types, request) if request.description is not None else {}
         shortfalls = []
@@ -572,15 +664,7 @@ class Lab:
     def _free(self, conn: Any, machine_type: str, need: int, request: _LockRequest) -> list[Any]:
         """Up to ``need`` free nodes of the type, row-locked in name order;
         rows another transaction holds are waited for, then re-checked."""
-        query = (
-            sa.select(nodes)
-            .where(nodes.c.machine_type == machine_type, nodes.c.up.is_(True), nodes.c.locked.is_(False))
-            .where(*request.filters(machine_type))
-            .order_by(nodes.c.name)
-            .limit(need)
-            .with_for_update()
-        )
-        return conn.execute(query).all()
+        return conn.execute(SQL.free, {"machine_type": machine_type, "need": need, **request.filters(machine_type)}).all()
 
     def _check_known_types(self, conn: Any, types: list[str]) -> None:
         """Every type must have nodes. Types seen once are remembered: a type
@@ -595,17 +679,7 @@ class Lab:
 
     def _held(self, conn: Any, types: list[str], request: _LockRequest) -> dict[str, list[Any]]:
         """The owner's nodes with this description that meet the request, by type."""
-        rows = conn.execute(
-            sa.select(nodes)
-            .where(
-                nodes.c.locked.is_(True),
-                nodes.c.locked_by == request.owner,
-                nodes.c.description == request.description,
-                nodes.c.machine_type.in_(types),
-            )
-            .order_by(nodes.c.name)
-            .with_for_update()
-        ).all()
+        rows = conn.execute(SQL.held, {"owner": request.owner, "description": request.description, "types": types}).all()
         held: dict[str, list[Any]] = {}
         for row in rows:
             if not request.mismatch(row) and not request.os_differs(row):
@@ -618,24 +692,21 @@ class Lab:
             return []
         now = _utcnow()
         lease_expires = now + dt.timedelta(seconds=request.lease_seconds) if request.lease_seconds else None
-        values: dict[str, Any] = {
-            "locked": True,
-            "locked_by": request.owner,
-            "locked_since": now,
-            "description": request.description,
-            "lease_expires": lease_expires,
+        params = {
+            "ids": [row.id for row in rows],
+            "lock_owner": request.owner,
+            "lock_since": now,
+            "lock_description": request.description,
+            "lock_lease": lease_expires,
+            "lock_os_type": request.os_type,
+            "lock_os_version": request.os_version,
         }
-        for field in ("os_type", "os_version"):
-            wanted = getattr(request, field)
-            if wanted:
-                # For a VM slot the OS is what to install next, not a filter.
-                values[field] = sa.case((nodes.c.machine_type == "vps", wanted), else_=nodes.c[field])
         details = {"description": request.description, "lease_expires": _iso(lease_expires)}
         history = [
             {"node": row.name, "action": "lock", "actor": request.owner, "details": {**details, **request.os_changes(row)}}
             for row in rows
         ]
-        return self._update_rows(conn, [row.id for row in rows], values, history)
+        return self._update_rows(conn, SQL.lock, params, history)
 
     def _nodes(self, conn: Any, names: Iterable[str]) -> list[dict[str, Any]]:
         return _by_name(conn.execute(sa.select(nodes).where(nodes.c.name.in_(list(names)))).all())
@@ -656,15 +727,7 @@ class Lab:
             raise LabError("names: give either names or all: true (not both, not neither)")
 
         def unlock_in(conn: Any) -> tuple[bool, list[dict[str, Any]]]:
-            if all_nodes:
-                rows = conn.execute(
-                    sa.select(nodes)
-                    .where(nodes.c.locked.is_(True), nodes.c.locked_by == owner)
-                    .order_by(nodes.c.name)
-                    .with_for_update()
-                ).all()
-            else:
-                rows = self._select_names(conn, names)
+            rows = conn.execute(SQL.owned_for_update, {"owner": owner}).all() if all_nodes else self._select_names(conn, names)
             held = [row for row in rows if row.locked]
             for row in held:
                 if row.locked_by != owner and not force:
@@ -677,12 +740,7 @@ class Lab:
     def _release(self, conn: Any, rows: Sequence[Any], actor: str, force: bool) -> None:
         if not rows:
             return
-        self._update_rows(
-            conn,
-            [row.id for row in rows],
-            {"locked": False, "locked_by": None, "locked_since": None, "description": None, "lease_expires": None},
-            [_unlock_event(row, actor, force) for row in rows],
-        )
+        self._update_rows(conn, SQL.release, {"ids": [row.id for row in rows]}, [_unlock_event(row, actor, force) for row in rows])
 
     # -- administration
 
@@ -760,6 +818,9 @@ class Lab:
     ) -> list[dict[str, Any]]:
         """Nodes matching every filter given (``None`` matches anything), by name.
         ``description`` matches a case-sensitive substring, on both databases."""
+        if names and not (machine_types or owner or vpshost or description) and locked is None and up is None:
+            named = split_list("names", names)  # a lock server's read-back: the prebuilt statement
+            return self._run(lambda conn: [node_dict(row) for row in conn.execute(SQL.named, {"names": named})], write=False)
         conditions = []
         if names:
             conditions.append(nodes.c.name.in_(split_list("names", names)))
@@ -792,17 +853,6 @@ class Lab:
             lambda conn: [{k: _iso(v) for k, v in row._mapping.items() if k != "id"} for row in conn.execute(query)],
             write=False,
         )
-
-
-def _insert_events_cte(history: list[dict[str, Any]], now: dt.datetime) -> Any:
-    """PostgreSQL: an INSERT of these events, as a CTE to attach to another statement."""
-    from sqlalchemy.dialects.postgresql import ARRAY, JSON
-
-    columns = ("node", "action", "actor", "details")
-    arrays = [sa.cast([row[c] if c != "details" else json.dumps(row[c]) for row in history], ARRAY(sa.Text)) for c in columns]
-    rows = sa.func.unnest(*arrays).table_valued(*columns).render_derived()
-    values = sa.select(rows.c.node, rows.c.action, rows.c.actor, sa.literal(now, sa.DateTime), sa.cast(rows.c.details, JSON))
-    return events.insert().from_select(["node", "action", "actor", "time", "details"], values).cte("recorded")
 
 
 def _by_name(rows: Iterable[Any]) -> list[dict[str, Any]]:
@@ -843,8 +893,9 @@ class _LockRequest:
             wanted += [("os_type", self.os_type), ("os_version", self.os_version)]
         return [(field, value) for field, value in wanted if value is not None]
 
-    def filters(self, machine_type: str) -> list[Any]:
-        return [nodes.c[field] == value for field, value in self._wanted(machine_type)]
+    def filters(self, machine_type: str) -> dict[str, str | None]:
+        """SQL.free's optional filters: None leaves a field unfiltered."""
+        return {"arch": None, "os_type": None, "os_version": None, **dict(self._wanted(machine_type))}
 
     def mismatch(self, row: Any) -> str | None:
         for field, value in self._wanted(row.machine_type):
