@@ -22,6 +22,7 @@ idempotent requests made at once converge on ``count`` nodes.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import getpass
 import json
@@ -39,6 +40,14 @@ from ansible_collections.teuthology.lab.plugins.module_utils.host_keys import (
     HostKeyError,
     normalize_host_keys,
 )
+
+try:
+    import psycopg
+except ImportError:
+    _DRIVER_ERRORS: tuple[type[Exception], ...] = ()
+else:
+    # The lock path runs some statements on psycopg's own cursor (_DriverStatement).
+    _DRIVER_ERRORS = (psycopg.Error,)
 
 try:
     import sqlalchemy as sa
@@ -229,10 +238,15 @@ def _parse_time(what: str, value: str | dt.datetime) -> dt.datetime:
     return parsed
 
 
+_TIME_FIELDS = ("locked_since", "lease_expires")
+
+
 def node_dict(row: Any) -> dict[str, Any]:
     """A database row as the node dict every piece of the collection passes on."""
-    mapping = row._mapping
-    return {field: _iso(mapping[field]) for field in NODE_FIELDS}
+    node = {field: getattr(row, field) for field in NODE_FIELDS}
+    for field in _TIME_FIELDS:
+        node[field] = _iso(node[field])
+    return node
 
 
 def _type_lock_key(machine_type: str) -> int:
@@ -266,7 +280,8 @@ if HAS_SQLALCHEMY:
         sa.Column("ssh_host", sa.String(255)),
         sa.Column("ssh_port", sa.Integer),
         sa.Column("lease_expires", sa.DateTime),
-        sa.Index("ix_lab_nodes_pool", "machine_type", "locked", "up"),
+        # Equality on the first three, then name order: the next free nodes without a sort.
+        sa.Index("ix_lab_nodes_pool", "machine_type", "locked", "up", "name"),
         sa.Index("ix_lab_nodes_locked_by", "locked_by"),
     )
     events = sa.Table(
@@ -314,12 +329,13 @@ MIGRATIONS: dict[int, Callable[[Any], None]] = {2: _migrate_to_2}
 
 
 class _Statements:
-    """The lock rules' statements, built once with bind parameters: SQLAlchemy
-    caches their compiled form, while building a statement for each call
-    costs more than running it. Filters that a request may leave out are
-    ``:param IS NULL OR column = :param``."""
+    """The lock rules' statements for one dialect, built once with bind
+    parameters. Filters a request may leave out are ``:param IS NULL OR
+    column = :param``. On PostgreSQL, lists are arrays (``= ANY(:ids)``) so
+    that each statement has one text whatever the list's length, and the
+    history rides on the UPDATE as a CTE: one statement, one round trip."""
 
-    def __init__(self) -> None:
+    def __init__(self, dialect: str) -> None:
         from sqlalchemy.dialects.postgresql import ARRAY, JSON
 
         def param(name: str, column: Any) -> Any:
@@ -328,9 +344,15 @@ class _Statements:
         def optional_equal(name: str, column: Any) -> Any:
             return sa.or_(param(name, column).is_(None), column == param(name, column))
 
-        ids = nodes.c.id.in_(sa.bindparam("ids", expanding=True))
+        def one_of(name: str, column: Any) -> Any:
+            if dialect == "postgresql":
+                return column == sa.any_(sa.bindparam(name, type_=ARRAY(column.type)))
+            return column.in_(sa.bindparam(name, expanding=True))
+
+        ids = one_of("ids", nodes.c.id)
         self.type_lock = sa.select(sa.func.pg_advisory_xact_lock(_TYPE_LOCK_SPACE, sa.bindparam("key", type_=sa.Integer)))
-        self.named = sa.select(nodes).where(nodes.c.name.in_(sa.bindparam("names", expanding=True))).order_by(nodes.c.name)
+        self.known_types = sa.select(nodes.c.machine_type).where(one_of("types", nodes.c.machine_type)).distinct()
+        self.named = sa.select(nodes).where(one_of("names", nodes.c.name)).order_by(nodes.c.name)
         self.named_for_update = self.named.with_for_update()
         self.owned_for_update = (
             sa.select(nodes)
@@ -344,13 +366,14 @@ class _Statements:
                 nodes.c.locked.is_(True),
                 nodes.c.locked_by == param("owner", nodes.c.locked_by),
                 nodes.c.description == param("description", nodes.c.description),
-                nodes.c.machine_type.in_(sa.bindparam("types", expanding=True)),
+                one_of("types", nodes.c.machine_type),
             )
             .order_by(nodes.c.name)
             .with_for_update()
         )
+        # What taking a candidate needs of it; fewer columns, less to read.
         self.free = (
-            sa.select(nodes)
+            sa.select(nodes.c.id, nodes.c.name, nodes.c.machine_type, nodes.c.os_type, nodes.c.os_version)
             .where(
                 nodes.c.machine_type == param("machine_type", nodes.c.machine_type),
                 nodes.c.up.is_(True),
@@ -369,18 +392,15 @@ class _Statements:
             )
             for field in ("os_type", "os_version")
         }
-        self.lock = (
-            nodes.update()
-            .where(ids)
-            .values(
-                locked=True,
-                locked_by=param("lock_owner", nodes.c.locked_by),
-                locked_since=param("lock_since", nodes.c.locked_since),
-                description=param("lock_description", nodes.c.description),
-                lease_expires=param("lock_lease", nodes.c.lease_expires),
-                **new_os,
-            )
+        lock = nodes.update().values(
+            locked=True,
+            locked_by=param("lock_owner", nodes.c.locked_by),
+            locked_since=param("lock_since", nodes.c.locked_since),
+            description=param("lock_description", nodes.c.description),
+            lease_expires=param("lock_lease", nodes.c.lease_expires),
+            **new_os,
         )
+        self.lock = lock.where(ids)
         self.release = (
             nodes.update()
             .where(ids)
@@ -388,22 +408,63 @@ class _Statements:
         )
         self.by_id = sa.select(nodes).where(ids)
         self.record = events.insert()
-        # PostgreSQL: the events ride on the UPDATE as a CTE, one statement.
-        columns = ("node", "action", "actor", "details")
-        rows = sa.func.unnest(*(sa.bindparam(f"event_{c}", type_=ARRAY(sa.Text)) for c in columns)).table_valued(*columns).render_derived()
-        recorded = events.insert().from_select(
-            ["node", "action", "actor", "time", "details"],
-            sa.select(
-                rows.c.node, rows.c.action, rows.c.actor, sa.bindparam("event_time", type_=sa.DateTime), sa.cast(rows.c.details, JSON)
-            ),
-        ).cte("recorded")
-        self.recorded_update = {
-            update: sa.select(update.returning(*nodes.c).cte("updated")).add_cte(recorded) for update in (self.lock, self.release)
-        }
         self.returning_update = {update: update.returning(*nodes.c) for update in (self.lock, self.release)}
+        if dialect == "postgresql":
+            # Take ``need`` free nodes, or none if fewer are free, in one statement
+            # (one round trip under the type's lock), returning the OS they had.
+            candidates = (
+                self.free.with_only_columns(
+                    nodes.c.id, nodes.c.os_type.label("old_os_type"), nodes.c.os_version.label("old_os_version")
+                ).cte("candidates")
+            )
+            enough = sa.select(sa.func.count()).select_from(candidates).scalar_subquery() == sa.bindparam("need", type_=sa.Integer)
+            self.take = (
+                lock.where(nodes.c.id == candidates.c.id, enough)
+                .returning(*nodes.c, candidates.c.old_os_type, candidates.c.old_os_version)
+            )
+            # Events of one action and actor, many nodes: one statement with arrays.
+            rows = sa.func.unnest(*(sa.bindparam(f"event_{c}", type_=ARRAY(sa.Text)) for c in ("node", "details")))
+            rows = rows.table_valued("node", "details").render_derived()
+            self.record_many = events.insert().from_select(
+                ["node", "action", "actor", "time", "details"],
+                sa.select(
+                    rows.c.node,
+                    sa.bindparam("event_action", type_=events.c.action.type),
+                    sa.bindparam("event_actor", type_=events.c.actor.type),
+                    sa.bindparam("event_time", type_=sa.DateTime),
+                    sa.cast(rows.c.details, JSON),
+                ),
+            )
 
 
-SQL = _Statements() if HAS_SQLALCHEMY else None
+_STATEMENTS: dict[str, _Statements] = {}
+
+
+def _statements(dialect: str) -> _Statements:
+    if dialect not in _STATEMENTS:
+        _STATEMENTS[dialect] = _Statements(dialect)
+    return _STATEMENTS[dialect]
+
+
+class _DriverStatement:
+    """A statement compiled once for PostgreSQL and run on the driver's own
+    cursor: the lock path's statements are so small that SQLAlchemy's result
+    and parameter handling cost more than the database's work. Rows come
+    back as named tuples of the statement's columns."""
+
+    def __init__(self, statement: Any, dialect: Any) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = compiled.string
+        self.defaults = dict(compiled.params)
+        described = statement.column_descriptions if isinstance(statement, sa.Select) else statement.returning_column_descriptions
+        columns = [column["name"] for column in described]
+        self.row = collections.namedtuple("Row", columns, rename=True) if columns else None  # type: ignore[misc]
+
+    def run(self, driver_connection: Any, params: dict[str, Any]) -> list[Any]:
+        with driver_connection.cursor() as cursor:
+            cursor.execute(self.sql, {**self.defaults, **params}, prepare=True)
+            return [self.row._make(values) for values in cursor.fetchall()] if self.row else []
+
 
 # ---------------------------------------------------------------- engine
 
@@ -482,6 +543,8 @@ class Lab:
         self.is_postgres = self.engine.dialect.name == "postgresql"
         # UPDATE ... RETURNING needs SQLite 3.35; older SQLite (EL9's) re-reads the rows instead.
         self.returning = bool(self.engine.dialect.update_returning)
+        self.sql = _statements(self.engine.dialect.name)
+        self._driver_statements: dict[Any, _DriverStatement] = {}
         self._conn: Any = None
         self._known_types: set[str] = set()
         if not self._run(self._schema_is_current, write=False):
@@ -516,15 +579,35 @@ class Lab:
                     if self.check_mode and write and not keep:
                         tx.rollback()
                 return result
-            except sa_exc.DBAPIError as error:
-                message = _scrub(str(error.orig), self.url)
-                if error.connection_invalidated:
-                    self._conn.close()
-                    self._conn = None
-                if getattr(error.orig, "sqlstate", None) not in _PG_RETRY_CODES:
+            except (sa_exc.DBAPIError, *_DRIVER_ERRORS) as error:
+                driver_error = getattr(error, "orig", error)
+                message = _scrub(str(driver_error), self.url)
+                self._drop_lost_connection(error)
+                if getattr(driver_error, "sqlstate", None) not in _PG_RETRY_CODES:
                     raise LabError(f"db: cannot use database {mask_url(self.url)}: {message}") from None
                 reason = message
         raise LabError(f"db: {mask_url(self.url)} aborted the transaction {_MAX_ATTEMPTS} times: {reason}")
+
+    def _drop_lost_connection(self, error: Exception) -> None:
+        """After a lost connection (server restart, network), the next call connects anew."""
+        if self._conn is None:
+            return
+        lost = getattr(error, "connection_invalidated", False) or self._conn.invalidated
+        if not lost and self.is_postgres and not self._conn.closed:
+            lost = bool(getattr(self._conn.connection.driver_connection, "broken", False))
+        if lost:
+            self._conn.invalidate()
+            self._conn = None
+
+    def _rows(self, conn: Any, statement: Any, params: dict[str, Any]) -> list[Any]:
+        """Run one of ``self.sql``'s statements; its rows (none for a bare UPDATE)."""
+        if self.is_postgres:
+            driver_statement = self._driver_statements.get(statement)
+            if driver_statement is None:
+                driver_statement = self._driver_statements[statement] = _DriverStatement(statement, self.engine.dialect)
+            return driver_statement.run(conn.connection.driver_connection, params)
+        result = conn.execute(statement, params)
+        return result.all() if result.returns_rows else []
 
     def _has_schema(self, conn: Any) -> bool:
         return sa.inspect(conn).has_table("lab_schema")
@@ -551,34 +634,45 @@ class Lab:
             conn.execute(lab_schema.update().values(version=step))
 
     def _record(self, conn: Any, rows: Iterable[dict[str, Any]]) -> None:
+        """Append history rows (node, action, actor, details), all at one time."""
         rows = list(rows)
-        if rows:
-            now = _utcnow()
-            conn.execute(SQL.record, [{"time": now, **row} for row in rows])
+        if not rows:
+            return
+        now = _utcnow()
+        if not self.is_postgres:
+            conn.execute(self.sql.record, [{"time": now, **row} for row in rows])
+            return
+        batches: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for row in rows:
+            batches.setdefault((row["action"], row["actor"]), []).append(row)
+        for (action, actor), batch in batches.items():
+            params = {
+                "event_node": [row["node"] for row in batch],
+                "event_details": [json.dumps(row["details"]) for row in batch],
+                "event_action": action,
+                "event_actor": actor,
+                "event_time": now,
+            }
+            self._rows(conn, self.sql.record_many, params)
 
     def _select_names(self, conn: Any, names: Sequence[str]) -> list[Any]:
         """The named nodes, row-locked in name order; unknown names are an error."""
-        rows = conn.execute(SQL.named_for_update, {"names": list(names)}).all()
+        rows = self._rows(conn, self.sql.named_for_update, {"names": list(names)})
         missing = sorted(set(names) - {row.name for row in rows})
         if missing:
             raise LabError(f"names: unknown node{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
         return rows
 
-    def _update_rows(self, conn: Any, update: Any, params: dict[str, Any], history: list[dict[str, Any]]) -> list[Any]:
-        """Run one of SQL's UPDATEs, record ``history`` (events without a time)
-        and return the rows as updated. On PostgreSQL that is one statement,
-        the events inserted by a CTE of the UPDATE; elsewhere UPDATE ...
-        RETURNING, or on SQLite before 3.35 the rows read again."""
+    def _update(self, conn: Any, update: Any, params: dict[str, Any]) -> list[Any]:
+        """Run one of ``self.sql``'s UPDATEs; the rows as updated, with
+        RETURNING where the database has it, else (SQLite before 3.35) read
+        again. On PostgreSQL an unlock returns nothing: its caller has the rows."""
         if self.is_postgres:
-            columns = ("node", "action", "actor")
-            events_params = {f"event_{c}": [row[c] for row in history] for c in columns}
-            events_params.update(event_details=[json.dumps(row["details"]) for row in history], event_time=_utcnow())
-            return conn.execute(SQL.recorded_update[update], {**params, **events_params}).all()
-        self._record(conn, history)
+            return self._rows(conn, self.sql.returning_update[update] if update is self.sql.lock else update, params)
         if self.returning:
-            return conn.execute(SQL.returning_update[update], params).all()
+            return conn.execute(self.sql.returning_update[update], params).all()
         conn.execute(update, params)
-        return conn.execute(SQL.by_id, {"ids": params["ids"]}).all()
+        return conn.execute(self.sql.by_id, {"ids": params["ids"]}).all()
 
     # -- locking
 
@@ -641,7 +735,7 @@ class Lab:
             # Lockers of a type one after the other, each reading the pool as the
             # previous one left it; a fixed order, so that no two wait for each other.
             for key in sorted({_type_lock_key(t) for t in types}):
-                conn.execute(SQL.type_lock, {"key": key})
+                self._rows(conn, self.sql.type_lock, {"key": key})
         self._check_known_types(conn, types)
         held = self._held(conn, types, request) if request.description is not None else {}
         shortfalls = []
@@ -650,36 +744,43 @@ class Lab:
             if len(have) >= count:
                 return [], _by_name(have)
             need = count - len(have)
-            candidates = self._free(conn, machine_type, need, request)
-            if len(candidates) < need:
-                # The rows waited for may have been taken (a lock by name, an admin);
-                # a fresh read sees every commit made meanwhile.
-                candidates = self._free(conn, machine_type, need, request)
-            if len(candidates) == need:
-                taken = self._take(conn, candidates, request)
+            # If short, the rows waited for may have been taken meanwhile (a lock by
+            # name, an admin): a second statement sees every commit made since.
+            taken = self._take_free(conn, machine_type, need, request) or self._take_free(conn, machine_type, need, request)
+            if taken:
                 return [row.name for row in taken], _by_name([*have, *taken])
-            shortfalls.append((machine_type, need, len(have), len(candidates)))
+            shortfalls.append((machine_type, need, len(have), len(self._free(conn, machine_type, need, request))))
         raise LabError("; ".join(_shortfall_message(*shortfall, request) for shortfall in shortfalls))
 
     def _free(self, conn: Any, machine_type: str, need: int, request: _LockRequest) -> list[Any]:
         """Up to ``need`` free nodes of the type, row-locked in name order;
         rows another transaction holds are waited for, then re-checked."""
-        return conn.execute(SQL.free, {"machine_type": machine_type, "need": need, **request.filters(machine_type)}).all()
+        return self._rows(conn, self.sql.free, {"machine_type": machine_type, "need": need, **request.filters(machine_type)})
+
+    def _take_free(self, conn: Any, machine_type: str, need: int, request: _LockRequest) -> list[Any]:
+        """Lock ``need`` free nodes of the type for the request, or none if
+        fewer are free; returns them as updated. On PostgreSQL one statement."""
+        if not self.is_postgres:
+            candidates = self._free(conn, machine_type, need, request)
+            return self._take(conn, candidates, request) if len(candidates) == need else []
+        params = {"machine_type": machine_type, "need": need, **request.filters(machine_type), **self._lock_params(request)}
+        taken = self._rows(conn, self.sql.take, params)
+        self._record(conn, self._lock_history(taken, request, params, "old_os_type", "old_os_version"))
+        return taken
 
     def _check_known_types(self, conn: Any, types: list[str]) -> None:
         """Every type must have nodes. Types seen once are remembered: a type
         that later loses its nodes only means none are free."""
         unseen = [t for t in types if t not in self._known_types]
         if unseen:
-            query = sa.select(nodes.c.machine_type).where(nodes.c.machine_type.in_(unseen)).distinct()
-            self._known_types.update(conn.execute(query).scalars())
+            self._known_types.update(row.machine_type for row in self._rows(conn, self.sql.known_types, {"types": unseen}))
         unknown = [t for t in types if t not in self._known_types]
         if unknown:
             raise LabError(f"machine_type: no nodes of type {', '.join(unknown)} in the lab")
 
     def _held(self, conn: Any, types: list[str], request: _LockRequest) -> dict[str, list[Any]]:
         """The owner's nodes with this description that meet the request, by type."""
-        rows = conn.execute(SQL.held, {"owner": request.owner, "description": request.description, "types": types}).all()
+        rows = self._rows(conn, self.sql.held, {"owner": request.owner, "description": request.description, "types": types})
         held: dict[str, list[Any]] = {}
         for row in rows:
             if not request.mismatch(row) and not request.os_differs(row):
@@ -690,23 +791,38 @@ class Lab:
         """Lock these rows for the request; returns them as updated."""
         if not rows:
             return []
+        params = {"ids": [row.id for row in rows], **self._lock_params(request)}
+        self._record(conn, self._lock_history(rows, request, params, "os_type", "os_version"))
+        return self._update(conn, self.sql.lock, params)
+
+    @staticmethod
+    def _lock_params(request: _LockRequest) -> dict[str, Any]:
         now = _utcnow()
-        lease_expires = now + dt.timedelta(seconds=request.lease_seconds) if request.lease_seconds else None
-        params = {
-            "ids": [row.id for row in rows],
+        return {
             "lock_owner": request.owner,
             "lock_since": now,
             "lock_description": request.description,
-            "lock_lease": lease_expires,
+            "lock_lease": now + dt.timedelta(seconds=request.lease_seconds) if request.lease_seconds else None,
             "lock_os_type": request.os_type,
             "lock_os_version": request.os_version,
         }
-        details = {"description": request.description, "lease_expires": _iso(lease_expires)}
-        history = [
-            {"node": row.name, "action": "lock", "actor": request.owner, "details": {**details, **request.os_changes(row)}}
+
+    @staticmethod
+    def _lock_history(
+        rows: Sequence[Any], request: _LockRequest, params: dict[str, Any], old_os_type: str, old_os_version: str
+    ) -> list[dict[str, Any]]:
+        """The ``lock`` events of these rows, with the OS fields the lock changed
+        (the rows' OS before the lock is in the attributes named)."""
+        details = {"description": request.description, "lease_expires": _iso(params["lock_lease"])}
+        return [
+            {
+                "node": row.name,
+                "action": "lock",
+                "actor": request.owner,
+                "details": {**details, **request.os_changes(row.machine_type, getattr(row, old_os_type), getattr(row, old_os_version))},
+            }
             for row in rows
         ]
-        return self._update_rows(conn, SQL.lock, params, history)
 
     def _nodes(self, conn: Any, names: Iterable[str]) -> list[dict[str, Any]]:
         return _by_name(conn.execute(sa.select(nodes).where(nodes.c.name.in_(list(names)))).all())
@@ -727,7 +843,7 @@ class Lab:
             raise LabError("names: give either names or all: true (not both, not neither)")
 
         def unlock_in(conn: Any) -> tuple[bool, list[dict[str, Any]]]:
-            rows = conn.execute(SQL.owned_for_update, {"owner": owner}).all() if all_nodes else self._select_names(conn, names)
+            rows = self._rows(conn, self.sql.owned_for_update, {"owner": owner}) if all_nodes else self._select_names(conn, names)
             held = [row for row in rows if row.locked]
             for row in held:
                 if row.locked_by != owner and not force:
@@ -740,7 +856,8 @@ class Lab:
     def _release(self, conn: Any, rows: Sequence[Any], actor: str, force: bool) -> None:
         if not rows:
             return
-        self._update_rows(conn, SQL.release, {"ids": [row.id for row in rows]}, [_unlock_event(row, actor, force) for row in rows])
+        self._record(conn, (_unlock_event(row, actor, force) for row in rows))
+        self._update(conn, self.sql.release, {"ids": [row.id for row in rows]})
 
     # -- administration
 
@@ -820,7 +937,7 @@ class Lab:
         ``description`` matches a case-sensitive substring, on both databases."""
         if names and not (machine_types or owner or vpshost or description) and locked is None and up is None:
             named = split_list("names", names)  # a lock server's read-back: the prebuilt statement
-            return self._run(lambda conn: [node_dict(row) for row in conn.execute(SQL.named, {"names": named})], write=False)
+            return self._run(lambda conn: [node_dict(row) for row in self._rows(conn, self.sql.named, {"names": named})], write=False)
         conditions = []
         if names:
             conditions.append(nodes.c.name.in_(split_list("names", names)))
@@ -894,7 +1011,7 @@ class _LockRequest:
         return [(field, value) for field, value in wanted if value is not None]
 
     def filters(self, machine_type: str) -> dict[str, str | None]:
-        """SQL.free's optional filters: None leaves a field unfiltered."""
+        """The free statement's optional filters: None leaves a field unfiltered."""
         return {"arch": None, "os_type": None, "os_version": None, **dict(self._wanted(machine_type))}
 
     def mismatch(self, row: Any) -> str | None:
@@ -904,19 +1021,20 @@ class _LockRequest:
                 return f"has {field} {actual}, not {value}" if actual is not None else f"has no {field}, not {value}"
         return None
 
-    def os_changes(self, row: Any) -> dict[str, list[str | None]]:
-        """For a VM slot, the recorded OS fields this request changes: {field: [old, new]}."""
-        if row.machine_type != "vps":
+    def os_changes(self, machine_type: str, os_type: str | None, os_version: str | None) -> dict[str, list[str | None]]:
+        """For a VM slot with this OS recorded, the OS fields this request changes: {field: [old, new]}."""
+        if machine_type != "vps":
             return {}
+        old = {"os_type": os_type, "os_version": os_version}
         return {
-            field: [getattr(row, field), wanted]
+            field: [old[field], wanted]
             for field, wanted in (("os_type", self.os_type), ("os_version", self.os_version))
-            if wanted and getattr(row, field) != wanted
+            if wanted and old[field] != wanted
         }
 
     def os_differs(self, row: Any) -> bool:
         """A held VM whose recorded OS is not the one asked for."""
-        return bool(self.os_changes(row))
+        return bool(self.os_changes(row.machine_type, row.os_type, row.os_version))
 
 
 def _shortfall_message(machine_type: str, need: int, have: int, free: int, request: _LockRequest) -> str:
