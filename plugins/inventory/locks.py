@@ -16,12 +16,21 @@ description:
     C(teuthology_ssh_pub_key), ...).
   - "Groups: one per machine type, C(vps) for nodes with a vpshost, and C(vpshost_NAME) per vpshost (names made safe
     for Ansible)."
+  - "With O(locked=true) (the default), every node listed is also in the group C(teuthology_lab_targets) (present even
+    when empty), so that a play or an AWX job template can target the locked nodes without C(all), which also holds
+    the vpshosts and any other host of a mixed inventory. The free pool (O(locked=false)) is never put in it."
   - "Host keys are pinned: ssh checks the node's recorded keys strictly and nothing else, even when host key checking is
     off globally (AWX turns it off for every job): each pinned host sets C(ansible_ssh_host_key_checking=true), which
-    beats the global setting, and its own C(ansible_control_path), which changes with the node, its lock and its keys,
-    so that no live ControlMaster of an earlier VM on the same address is reused. The user's C(~/.ssh/known_hosts) is
-    never read or written."
+    beats the global setting, and its own C(ansible_control_path), which changes with the node, its lock and its keys
+    and names the remote user and port (ssh fills in C(%r) and C(%p) when it connects, so a user or port set after the
+    inventory, with C(-e ansible_user=...) or play vars, counts too), so that no live ControlMaster of an earlier VM
+    on the same address, or of another remote user, is reused. The host key options are all set on the ssh command
+    line, which beats any ssh_config (C(VerifyHostKeyDNS=no), and a C(KnownHostsCommand) of the plugin's or
+    V(none)). The user's C(~/.ssh/known_hosts) is never read or written."
   - A node with no recorded key, or with a key that fails validation, is listed unpinned with a warning naming it.
+  - A node whose name or C(ssh_host) is not a host name or address (a row written into the database past the
+    collection's checks, such as an C(ssh_host) of C(-oProxyCommand=...)) is not listed at all, with a warning naming
+    it.
   - The inventory source file's name must end in C(locks.yml) or C(locks.yaml).
 extends_documentation_fragment:
   - constructed
@@ -73,12 +82,14 @@ options:
       - How the recorded keys are handed to ssh.
       - V(known_hosts_command) (the default) needs no file, only host variables, so it survives an AWX inventory sync
         into a job; per host C(ansible_ssh_common_args) carries C(-o StrictHostKeyChecking=yes -o HostKeyAlias=NAME
-        -o GlobalKnownHostsFile=/dev/null -o UserKnownHostsFile=/dev/null -o KnownHostsCommand=...), where the command
-        prints the recorded keys (OpenSSH 8.5 or later). ssh runs that command through a shell, so every key is
-        validated strictly before it is written there.
+        -o GlobalKnownHostsFile=/dev/null -o UserKnownHostsFile=/dev/null -o KnownHostsCommand=... -o
+        VerifyHostKeyDNS=no), where the command prints the recorded keys (OpenSSH 8.5 or later). No shell runs that
+        command; ssh splits it into words itself (shell-like quoting), expands C(%) tokens and C(${VAR}) in its
+        arguments (the command writes C(%%) for printf's C(%)) and executes it. Every key is validated strictly
+        before it is written there.
       - V(known_hosts_file) writes C(NAME KEY) lines of the listed nodes to O(known_hosts_file) (atomically, mode 0600)
-        and points C(UserKnownHostsFile) at it, with the same alias, strict checking and control path; for terminal
-        use and older OpenSSH.
+        and points C(UserKnownHostsFile) at it, with C(KnownHostsCommand=none) and the same alias, strict checking,
+        C(VerifyHostKeyDNS=no) and control path; for terminal use and older OpenSSH.
       - V(none) pins nothing; the keys are only data (C(teuthology_ssh_pub_key)).
     type: str
     choices: [known_hosts_command, known_hosts_file, none]
@@ -89,9 +100,13 @@ options:
       - section: teuthology_lab
         key: host_key_mode
   known_hosts_file:
-    description: The file that O(host_key_mode=known_hosts_file) writes.
+    description:
+      - The file that O(host_key_mode=known_hosts_file) writes, used as given.
+      - If not set, a file per inventory source, C(~/.cache/teuthology-lab/known_hosts-HASH), HASH naming the source
+        file's path and its query (O(db) without its password, O(owner), O(machine_types), O(description),
+        O(locked)), so that two sources, or two runs of one source with other filters, do not overwrite each other's
+        file.
     type: path
-    default: ~/.cache/teuthology-lab/known_hosts
     env:
       - name: TEUTHOLOGY_LAB_KNOWN_HOSTS
     ini:
@@ -101,6 +116,9 @@ notes:
   - Options are read from the inventory source file first, then from the environment variables and the
     C([teuthology_lab]) section of C(ansible.cfg) named above.
   - Values the plugin sets are plain strings, never templated.
+  - "The control socket of a pinned host is C(CONTROL_PATH_DIR/tlab-HASH-USER@PORT): keep Ansible's
+    C(control_path_dir) short, since that path and the 17 characters ssh appends to it while it sets the master up
+    must fit in a unix socket path, 108 bytes (104 on BSD and macOS)."
 requirements:
   - SQLAlchemy >= 2.0
   - psycopg >= 3.1 (for PostgreSQL)
@@ -112,6 +130,7 @@ EXAMPLES = r"""
 # inventory/locks.yml: what I locked, keys pinned
 plugin: teuthology.lab.locks
 owner: alice@laptop
+# then: ansible teuthology_lab_targets -i inventory/locks.yml -m ping
 
 ---
 # every locked vps node of one run, with groups by OS
@@ -140,12 +159,14 @@ from ansible.inventory.group import to_safe_group_name
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 from ansible.utils.display import Display
 
-from ansible_collections.teuthology.lab.plugins.module_utils.host_keys import HostKeyError, known_hosts_lines, pinned_ssh_vars
-from ansible_collections.teuthology.lab.plugins.module_utils.lockdb import HAS_SQLALCHEMY, Lab, LabError
+from ansible_collections.teuthology.lab.plugins.module_utils.host_keys import HostKeyError, check_host, known_hosts_lines, pinned_ssh_vars
+from ansible_collections.teuthology.lab.plugins.module_utils.lockdb import HAS_SQLALCHEMY, Lab, LabError, mask_url
 
 display = Display()
 
 _QUERY_OPTIONS = ("db", "owner", "machine_types", "description", "locked")
+# Every locked node the plugin lists: what a play or AWX job template targets instead of all.
+TARGETS_GROUP = "teuthology_lab_targets"
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
@@ -163,16 +184,20 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         if not HAS_SQLALCHEMY:
             raise AnsibleParserError("teuthology.lab.locks needs the Python package SQLAlchemy (pip install sqlalchemy)")
         query = {option: self.get_option(option) for option in _QUERY_OPTIONS}
-        # The key names the query, not only the file: db and owner may come from the environment.
-        digest = hashlib.sha256(json.dumps(query, sort_keys=True).encode()).hexdigest()[:12]
-        cache_key = f"{self.get_cache_key(path)}_{digest}"
+        # The cache key and the default known_hosts file name the query, not only the file:
+        # db and owner may come from the environment. Never the password, not even hashed.
+        named = {**query, "db": query["db"] and mask_url(query["db"])}
+        cache_key = f"{self.get_cache_key(path)}_{_digest(named)}"
         use_cache = self.get_option("cache") and cache
         nodes = self._cache.get(cache_key) if use_cache else None
         if nodes is None:
             nodes = self._query(query)
             if self.get_option("cache"):
                 self._cache[cache_key] = nodes
-        self._populate(nodes)
+        known_hosts_file = self.get_option("known_hosts_file") or os.path.expanduser(
+            f"~/.cache/teuthology-lab/known_hosts-{_digest({'source': path, **named})}"
+        )
+        self._populate(nodes, known_hosts_file)
 
     def _query(self, query):
         try:
@@ -189,18 +214,26 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         except LabError as error:
             raise AnsibleParserError(f"teuthology.lab.locks: {error}") from None
 
-    def _populate(self, nodes):
+    def _populate(self, nodes, known_hosts_file):
         inventory = self.inventory
         mode = self.get_option("host_key_mode")
-        known_hosts_file = self.get_option("known_hosts_file")
         user = self.get_option("user")
+        locked = self.get_option("locked")
         constructed = [self.get_option(option) for option in ("compose", "groups", "keyed_groups")]
         strict = self.get_option("strict")
         known_hosts = []
         groups = set()
+        if locked:
+            inventory.add_group(TARGETS_GROUP)
         for node in nodes:
             name = node["name"]
+            unfit = _unfit_address(node)
+            if unfit:
+                display.warning(f"teuthology.lab.locks: node {name!r} is not listed: {unfit}")
+                continue
             inventory.add_host(name)
+            if locked:
+                inventory.add_child(TARGETS_GROUP, name)
             memberships = [node["machine_type"]]
             if node["vpshost"]:
                 memberships += ["vps", f"vpshost_{node['vpshost']}"]
@@ -234,6 +267,24 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 self._add_host_to_keyed_groups(keyed_groups, hostvars, name, strict=strict)
         if mode == "known_hosts_file":
             _write_atomically(known_hosts_file, "".join(line + "\n" for line in known_hosts))
+
+
+def _digest(value):
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _unfit_address(node):
+    """Why the node's name or ssh_host cannot be the host ssh is given, or None.
+
+    The node module refuses such values; this catches rows written past it, which
+    would otherwise reach ssh's command line (an ssh_host of -oProxyCommand=...).
+    """
+    for field in ("name", "ssh_host") if node["ssh_host"] else ("name",):
+        try:
+            check_host(node[field])
+        except HostKeyError as error:
+            return f"its {field} {error}"
+    return None
 
 
 def _write_atomically(path, content):

@@ -2,9 +2,10 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """SSH host keys: the one place that decides what a valid public host key is.
 
-Keys recorded here end up in ``known_hosts`` data and in commands that ssh
-runs through a shell (``KnownHostsCommand``), so validation is strict: a
-known type, a plain base64 blob, and a blob that names the same type.
+Keys recorded here end up in ``known_hosts`` data and in the arguments of a
+``KnownHostsCommand``, which ssh splits into words and ``%``-expands itself
+(no shell is involved), so validation is strict: a known type, a plain base64
+blob, and a blob that names the same type.
 """
 
 from __future__ import annotations
@@ -159,26 +160,35 @@ def known_hosts_lines(alias: str, keys: str) -> list[str]:
 def known_hosts_command(alias: str, keys: str) -> str:
     """A KnownHostsCommand printing the recorded keys for ``alias``.
 
-    ssh expands ``%`` tokens in it, splits it into words with shell-like
-    quoting and runs it (the program must be an absolute path), so it is
-    built only from validated parts: the alias is checked by the caller
-    (node names are letters, digits, '.', '-', '_'), types come from a fixed
-    set, blobs match ``^[A-Za-z0-9+/]+={0,3}$``. printf reuses its format for
-    each (alias, type, blob) triple.
+    No shell runs it: ssh splits it into words itself (shell-like quoting),
+    expands ``%`` tokens and ``${VAR}`` in every word after the program
+    (``%%`` is a literal ``%``) and executes the program, which must be an
+    absolute path. So it is built only from validated parts that hold no
+    ``%``, ``$``, quote or blank: the alias is checked by the caller (node
+    names are letters, digits, '.', '-', '_'), types come from a fixed set,
+    blobs match ``^[A-Za-z0-9+/]+={0,3}$``. printf reuses its format for each
+    (alias, type, blob) triple.
     """
     fields = " ".join(known_hosts_lines(alias, keys))
     return f"/usr/bin/printf '%%s %%s %%s\\n' {fields}"
 
 
 def control_path(node: dict) -> str:
-    """A ControlPath of its own for this node, this lock and these keys.
+    """A ControlPath of its own for this node, this lock, these keys, and the
+    remote user and port of the connection.
 
-    A live ControlMaster is reused without any key check, and Ansible's
-    default path hashes only host, port and user: a reinstalled VM (or another
-    slot on the same address) would ride on the old master.
+    A live ControlMaster is reused without any key check or login, and
+    Ansible's default path hashes only host, port and user: a reinstalled VM
+    (or another slot on the same address) would ride on the old master. The
+    user and port may be overridden after the inventory is built (``-e
+    ansible_user=...``), so ssh fills them in itself (``%r``, ``%p``; Ansible
+    turns ``%%`` into ``%`` and ``%(directory)s`` into its control path
+    directory): a run as another user never rides on root's master. The name
+    stays short: a unix socket path holds at most 104-108 bytes, and ssh
+    appends 17 characters to it while it creates the master.
     """
     identity = "\0".join(str(node.get(field)) for field in ("name", "locked_since", "ssh_pub_key", "ssh_host", "ssh_port"))
-    return "%(directory)s/tlab-" + hashlib.sha256(identity.encode()).hexdigest()[:16]
+    return "%(directory)s/tlab-" + hashlib.sha256(identity.encode()).hexdigest()[:10] + "-%%r@%%p"
 
 
 def pinned_ssh_vars(node: dict, mode: str, known_hosts_file: str | None = None) -> dict[str, object]:
@@ -189,15 +199,20 @@ def pinned_ssh_vars(node: dict, mode: str, known_hosts_file: str | None = None) 
     if not _ALIAS_RE.match(alias):
         raise HostKeyError(f"{alias!r} is not a node name that can be a HostKeyAlias")
     keys = node.get("ssh_pub_key") or ""
+    # Every source of host keys is set on the command line, which beats any ssh_config
+    # (ssh keeps the first value it obtains): KnownHostsCommand=none in file mode, so that
+    # no configured command adds keys, and no SSHFP records from DNS in either mode.
     if mode == "known_hosts_command":
         source = f"-o UserKnownHostsFile=/dev/null -o \"KnownHostsCommand={known_hosts_command(alias, keys)}\""
     elif mode == "known_hosts_file":
         split_keys(keys)  # validate, as in the other mode
-        source = f"-o UserKnownHostsFile={shlex.quote(str(known_hosts_file))}"
+        source = f"-o UserKnownHostsFile={shlex.quote(str(known_hosts_file))} -o KnownHostsCommand=none"
     else:
         raise ValueError(f"no pinning in mode {mode!r}")
     return {
-        "ansible_ssh_common_args": f"-o StrictHostKeyChecking=yes -o HostKeyAlias={alias} -o GlobalKnownHostsFile=/dev/null {source}",
+        "ansible_ssh_common_args": (
+            f"-o StrictHostKeyChecking=yes -o HostKeyAlias={alias} -o GlobalKnownHostsFile=/dev/null {source} -o VerifyHostKeyDNS=no"
+        ),
         "ansible_ssh_host_key_checking": True,
         "ansible_control_path": control_path(node),
     }

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import shlex
 import struct
 
@@ -133,7 +134,13 @@ def test_pinned_ssh_vars_check_the_recorded_keys_strictly(tmp_path):
     assert pinned["ansible_ssh_host_key_checking"] is True
     # A known_hosts file path is quoted for the shell-like splitting ssh args get.
     path = tmp_path / "known hosts"
-    assert f"-o UserKnownHostsFile='{path}'" in pinned_ssh_vars(node, "known_hosts_file", str(path))["ansible_ssh_common_args"]
+    file_args = pinned_ssh_vars(node, "known_hosts_file", str(path))["ansible_ssh_common_args"]
+    assert f"-o UserKnownHostsFile='{path}'" in file_args
+    # No other source of host keys, whatever the user's ssh_config says: no configured command, no DNS.
+    assert "-o KnownHostsCommand=none" in file_args
+    for words in (shlex.split(args), shlex.split(file_args)):
+        assert words[-2:] == ["-o", "VerifyHostKeyDNS=no"]
+        assert sum(word.startswith("KnownHostsCommand=") for word in words) == 1
 
 
 @pytest.mark.parametrize(
@@ -157,3 +164,15 @@ def test_control_path_changes_with_the_keys_and_the_lock():
     assert path.startswith("%(directory)s/tlab-") and path == control_path(dict(node))
     assert control_path({**node, "ssh_pub_key": RSA}) != path  # reinstalled VM: new master
     assert control_path({**node, "locked_since": "2026-01-02T00:00:00+00:00"}) != path  # locked again
+    assert control_path({**node, "ssh_host": "127.0.0.2"}) != path  # moved
+
+
+def test_control_path_leaves_user_and_port_to_ssh():
+    """Ansible formats the path with %(directory)s (so %% becomes %), then ssh expands %r and %p."""
+    node = {"name": "vpm001", "ssh_pub_key": ED25519, "locked_since": "2026-01-01T00:00:00+00:00", "ssh_port": 22}
+    formatted = control_path(node) % {"directory": "/home/teuthworker/.ansible/cp"}
+    assert re.fullmatch(r"/home/teuthworker/\.ansible/cp/tlab-[0-9a-f]{10}-%r@%p", formatted)
+    # Short enough for a unix socket (108 bytes, 104 on BSD) with a 32-character user, port 65535 and the
+    # 17 characters ssh appends while it sets the master up.
+    longest = formatted.replace("%r", "u" * 32).replace("%p", "65535")
+    assert len(longest) + 17 < 104
