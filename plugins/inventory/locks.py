@@ -46,7 +46,9 @@ options:
       - The lock database, as a SQLAlchemy URL (V(sqlite:////path/lab.db), V(postgresql+psycopg://user:password@host/lab)).
       - If not set, E(TEUTHOLOGY_LAB_DB); if that is not set either, the embedded file
         C(~/.local/share/teuthology-lab/lab.db).
-      - Instead of a URL, the absolute path of a file that holds it (what the AWX credential type injects).
+      - Instead of a URL, the absolute path of a file that holds exactly one URL (what the AWX credential type injects).
+      - A database that does not exist yet (a missing SQLite file, a PostgreSQL database without the lab's tables) is an
+        error; the plugin never creates one.
     type: str
     env:
       - name: TEUTHOLOGY_LAB_DB
@@ -62,7 +64,7 @@ options:
     elements: str
     default: []
   description:
-    description: Only nodes whose lock description contains this text.
+    description: Only nodes whose lock description contains this text (case-sensitive; C(%) and C(_) are plain characters).
     type: str
   locked:
     description: V(true) lists locked nodes, V(false) the free pool.
