@@ -422,19 +422,35 @@ class _Statements:
                 lock.where(nodes.c.id == candidates.c.id, enough)
                 .returning(*nodes.c, candidates.c.old_os_type, candidates.c.old_os_version)
             )
-            # Events of one action and actor, many nodes: one statement with arrays.
-            rows = sa.func.unnest(*(sa.bindparam(f"event_{c}", type_=ARRAY(sa.Text)) for c in ("node", "details")))
-            rows = rows.table_valued("node", "details").render_derived()
+            # Events of one action and actor, many nodes: one statement, the nodes and
+            # details as one JSON array ([{"node": ..., "details": {...}}, ...]).
+            event = sa.func.json_array_elements(sa.bindparam("events", type_=sa.Text).cast(JSON)).table_valued("value").render_derived()
             self.record_many = events.insert().from_select(
                 ["node", "action", "actor", "time", "details"],
                 sa.select(
-                    rows.c.node,
+                    event.c.value.op("->>")("node"),
                     sa.bindparam("event_action", type_=events.c.action.type),
                     sa.bindparam("event_actor", type_=events.c.actor.type),
                     sa.bindparam("event_time", type_=sa.DateTime),
-                    sa.cast(rows.c.details, JSON),
+                    event.c.value.op("->")("details"),
                 ),
             )
+            # An unlock's UPDATE and its history in one statement.
+            self.release_recorded = self.record_many.add_cte(self.release.cte("released"))
+            # A take whose events all have the same details (no OS to change): one
+            # statement, so that the type's lock is held for one round trip.
+            taken = self.take.cte("taken")
+            recorded = events.insert().from_select(
+                ["node", "action", "actor", "time", "details"],
+                sa.select(
+                    taken.c.name,
+                    sa.bindparam("event_action", type_=events.c.action.type),
+                    sa.bindparam("event_actor", type_=events.c.actor.type),
+                    sa.bindparam("event_time", type_=sa.DateTime),
+                    sa.bindparam("event_details", type_=sa.Text).cast(JSON),
+                ),
+            )
+            self.take_recorded = sa.select(taken).add_cte(recorded.cte("recorded"))
 
 
 _STATEMENTS: dict[str, _Statements] = {}
@@ -642,18 +658,8 @@ class Lab:
         if not self.is_postgres:
             conn.execute(self.sql.record, [{"time": now, **row} for row in rows])
             return
-        batches: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for row in rows:
-            batches.setdefault((row["action"], row["actor"]), []).append(row)
-        for (action, actor), batch in batches.items():
-            params = {
-                "event_node": [row["node"] for row in batch],
-                "event_details": [json.dumps(row["details"]) for row in batch],
-                "event_action": action,
-                "event_actor": actor,
-                "event_time": now,
-            }
-            self._rows(conn, self.sql.record_many, params)
+        for (action, actor), batch in _batches(rows):
+            self._rows(conn, self.sql.record_many, _events_params(action, actor, batch, now))
 
     def _select_names(self, conn: Any, names: Sequence[str]) -> list[Any]:
         """The named nodes, row-locked in name order; unknown names are an error."""
@@ -665,10 +671,9 @@ class Lab:
 
     def _update(self, conn: Any, update: Any, params: dict[str, Any]) -> list[Any]:
         """Run one of ``self.sql``'s UPDATEs; the rows as updated, with
-        RETURNING where the database has it, else (SQLite before 3.35) read
-        again. On PostgreSQL an unlock returns nothing: its caller has the rows."""
+        RETURNING where the database has it, else (SQLite before 3.35) read again."""
         if self.is_postgres:
-            return self._rows(conn, self.sql.returning_update[update] if update is self.sql.lock else update, params)
+            return self._rows(conn, self.sql.returning_update[update], params)
         if self.returning:
             return conn.execute(self.sql.returning_update[update], params).all()
         conn.execute(update, params)
@@ -764,9 +769,13 @@ class Lab:
             candidates = self._free(conn, machine_type, need, request)
             return self._take(conn, candidates, request) if len(candidates) == need else []
         params = {"machine_type": machine_type, "need": need, **request.filters(machine_type), **self._lock_params(request)}
-        taken = self._rows(conn, self.sql.take, params)
-        self._record(conn, self._lock_history(taken, request, params, "old_os_type", "old_os_version"))
-        return taken
+        if request.may_change_os(machine_type):
+            taken = self._rows(conn, self.sql.take, params)
+            self._record(conn, self._lock_history(taken, request, params, "old_os_type", "old_os_version"))
+            return taken
+        details = json.dumps(self._lock_details(request, params))
+        events = {"event_action": "lock", "event_actor": request.owner, "event_time": _utcnow(), "event_details": details}
+        return self._rows(conn, self.sql.take_recorded, {**params, **events})
 
     def _check_known_types(self, conn: Any, types: list[str]) -> None:
         """Every type must have nodes. Types seen once are remembered: a type
@@ -808,12 +817,17 @@ class Lab:
         }
 
     @staticmethod
+    def _lock_details(request: _LockRequest, params: dict[str, Any]) -> dict[str, Any]:
+        """What every ``lock`` event of a request says (its OS changes aside)."""
+        return {"description": request.description, "lease_expires": _iso(params["lock_lease"])}
+
+    @staticmethod
     def _lock_history(
         rows: Sequence[Any], request: _LockRequest, params: dict[str, Any], old_os_type: str, old_os_version: str
     ) -> list[dict[str, Any]]:
         """The ``lock`` events of these rows, with the OS fields the lock changed
         (the rows' OS before the lock is in the attributes named)."""
-        details = {"description": request.description, "lease_expires": _iso(params["lock_lease"])}
+        details = Lab._lock_details(request, params)
         return [
             {
                 "node": row.name,
@@ -856,8 +870,13 @@ class Lab:
     def _release(self, conn: Any, rows: Sequence[Any], actor: str, force: bool) -> None:
         if not rows:
             return
-        self._record(conn, (_unlock_event(row, actor, force) for row in rows))
-        self._update(conn, self.sql.release, {"ids": [row.id for row in rows]})
+        history = [_unlock_event(row, actor, force) for row in rows]
+        ids = {"ids": [row.id for row in rows]}
+        if self.is_postgres:
+            self._rows(conn, self.sql.release_recorded, {**ids, **_events_params("unlock", actor, history, _utcnow())})
+            return
+        self._record(conn, history)
+        self._update(conn, self.sql.release, ids)
 
     # -- administration
 
@@ -972,6 +991,20 @@ class Lab:
         )
 
 
+def _batches(rows: Iterable[dict[str, Any]]) -> Iterable[tuple[tuple[str, str], list[dict[str, Any]]]]:
+    """History rows grouped by (action, actor), in order of first appearance."""
+    batches: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        batches.setdefault((row["action"], row["actor"]), []).append(row)
+    return batches.items()
+
+
+def _events_params(action: str, actor: str, rows: Sequence[dict[str, Any]], now: dt.datetime) -> dict[str, Any]:
+    """PostgreSQL's record_many parameters for history rows of one action and actor."""
+    nodes_details = [{"node": row["node"], "details": row["details"]} for row in rows]
+    return {"events": json.dumps(nodes_details), "event_action": action, "event_actor": actor, "event_time": now}
+
+
 def _by_name(rows: Iterable[Any]) -> list[dict[str, Any]]:
     return sorted((node_dict(row) for row in rows), key=lambda node: node["name"])
 
@@ -1031,6 +1064,10 @@ class _LockRequest:
             for field, wanted in (("os_type", self.os_type), ("os_version", self.os_version))
             if wanted and old[field] != wanted
         }
+
+    def may_change_os(self, machine_type: str) -> bool:
+        """Can this request change the recorded OS of a node of this type?"""
+        return machine_type == "vps" and bool(self.os_type or self.os_version)
 
     def os_differs(self, row: Any) -> bool:
         """A held VM whose recorded OS is not the one asked for."""
