@@ -16,6 +16,7 @@ import yaml
 from lab import keyscan
 from lab.sshd import _bindable, keygen, start_vpshost
 from support.ansible_run import REPO, run_playbook
+from support.printed import printed_targets
 from support.seed import seed
 from support.teuthology_venv import run_teuthology
 
@@ -23,25 +24,6 @@ OWNER = "alice@laptop"
 # What the terminal shows: with the checkout's ansible.cfg (callback_result_format = yaml), and with
 # Ansible's own defaults (JSON results), as with the installed collection and no ansible.cfg.
 CONFIGS = {"project ansible.cfg": {"ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}, "ansible defaults": {}}
-
-
-def printed_targets(output: str, task: str = "Show the targets") -> str:
-    """The lines a user selects in the terminal: in that task's output, from the `targets` line
-    to the end of its value (deeper-indented lines, and in JSON the closing brace)."""
-    lines = output.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(f"TASK [{task}]"))
-    first = next(i for i in range(start, len(lines)) if lines[i].strip() in ("targets:", '"targets": {'))
-    indent = len(lines[first]) - len(lines[first].lstrip())
-    block = [lines[first]]
-    for line in lines[first + 1:]:
-        depth = len(line) - len(line.lstrip())
-        if line.strip() and depth > indent:
-            block.append(line)
-            continue
-        if line.strip() == "}" and depth == indent:
-            block.append(line)
-        break
-    return "\n".join(block) + "\n"
 
 
 def public_key(path: Path) -> str:
