@@ -81,7 +81,7 @@ def server(tmp_path):
         config.write_text(config.read_text().replace("ssh_host_ecdsa_key", "ssh_host_rsa_key"))
         os.kill(host.pid, signal.SIGHUP)  # sshd re-executes itself and re-reads its configuration
         deadline = time.monotonic() + 20
-        while {key_type for key_type, _ in keyscan(22, host.address, timeout=5)} != {"ssh-ed25519", "ssh-rsa"}:
+        while {key[0] for key in keyscan(22, host.address, timeout=5)} != {"ssh-ed25519", "ssh-rsa"}:
             assert time.monotonic() < deadline, "sshd did not come back with ed25519 and rsa host keys"
             time.sleep(0.3)
         yield host

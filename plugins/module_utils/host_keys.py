@@ -117,6 +117,9 @@ def target_host_key(text: str | None) -> str | None:
     keys = split_keys(text)  # validated, sorted
     return " ".join(min(keys, key=lambda key: (TARGET_KEY_PREFERENCE.index(key[0]), key[1])))
 
+
+# ---------------------------------------------------------------- scanning
+
 # The host key types OpenSSH serves by default: what is scanned, and what a new VM gets.
 DEFAULT_TYPES = ("ed25519", "ecdsa", "rsa")
 
