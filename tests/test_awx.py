@@ -18,6 +18,7 @@ import yaml
 
 from support.ansible_run import BIN, REPO, collections_root
 from support.pgserver import PASSWORD
+from support.printed import printed_targets
 from support.seed import seed
 
 AWX = REPO / "awx"
@@ -106,11 +107,21 @@ def test_bindep_file_parses():
 # --- the credential type ---------------------------------------------------------------
 
 
+class CredentialRefused(ValueError):
+    """AWX refuses a credential that lacks a required input."""
+
+
 def inject_credential(inputs: dict[str, str], private_data_dir: Path) -> dict[str, str]:
-    """What AWX does with awx/credential_type.yml for a job: each `file` injector rendered into a
-    private file under the job's private data directory, then the `env` injectors rendered
-    with `tower.filename.NAME` naming those files. Returns the injected environment."""
-    injectors = load("credential_type.yml")["injectors"]
+    """What AWX does with awx/credential_type.yml for a job: a credential whose required inputs
+    are not all set is refused (AWX's CredentialInputField: `if not value.get(field)`, so an empty
+    string is missing too, "required for <type name>"); then each `file` injector is rendered into
+    a private file under the job's private data directory, and the `env` injectors with
+    `tower.filename.NAME` naming those files. Returns the injected environment."""
+    credential_type = load("credential_type.yml")
+    missing = [field for field in credential_type["inputs"].get("required", []) if not inputs.get(field)]
+    if missing:
+        raise CredentialRefused(f"{', '.join(missing)}: required for {credential_type['name']}")
+    injectors = credential_type["injectors"]
     (private_data_dir / "env").mkdir(parents=True, exist_ok=True)
     filenames = {}
     for key, template in injectors.get("file", {}).items():
@@ -139,7 +150,7 @@ def test_credential_type(tmp_path):
     assert fields["db_url"]["secret"] is True
     assert not fields["owner"].get("secret", False)
     assert all(field["type"] == "string" and field["label"] for field in fields.values())
-    assert ct["inputs"]["required"] == ["db_url"]
+    assert ct["inputs"]["required"] == ["db_url", "owner"]
     assert set(ct["injectors"]) == {"file", "env"}
     assert not [name for name in ct["injectors"]["env"] if name.startswith("ANSIBLE_")]  # AWX refuses those
     env = inject_credential({"db_url": "URL", "owner": "OWNER"}, tmp_path)
@@ -228,7 +239,11 @@ def test_workflow():
     assert "unlock" in children("sync", "failure_nodes")
     assert nodes["unlock"]["unified_job_template"]["name"] == "Unlock nodes"
     assert nodes["unlock"]["extra_data"] == {"all": "true"}
-    assert (REPO / next(jt for jt in data["job_templates"] if jt["name"] == "Test on the locked targets")["playbook"]).is_file()
+    test_template = next(jt for jt in data["job_templates"] if jt["name"] == "Test on the locked targets")
+    assert (REPO / test_template["playbook"]).is_file()
+    # The vpshosts are in the same AWX inventory: the test job is limited to the locked targets.
+    assert test_template["limit"] == "teuthology_lab_targets"
+    assert re.search(r"^  hosts: teuthology_lab_targets$", (REPO / test_template["playbook"]).read_text(), re.MULTILINE)
 
 
 def test_readme_explains_the_sync():
@@ -240,16 +255,36 @@ def test_readme_explains_the_sync():
 # --- the playbooks and the inventory source through ansible-runner -------------------------
 
 OWNER = "awx@lab"
+OTHER_OWNER = "bob@desk"
+# A host of the AWX inventory that no inventory source manages: the vpshosts are added to it by hand
+# (the lock job template runs downburst on them), so the job's `all` holds more than the targets.
+VPSHOST = {"mira001.front.sepia.ceph.com": {"ansible_host": "127.0.1.250", "ansible_user": "ubuntu"}}
+
+
+def job_template(name: str) -> dict:
+    return next(jt for jt in load("job_templates.yml")["job_templates"] if jt["name"] == name)
 
 
 class Awx:
     """Runs jobs the way AWX does: one private data directory per job, the credential as env/envvars."""
 
-    def __init__(self, root: Path, db_url: str) -> None:
+    def __init__(self, root: Path, db_url: str, static_hosts: dict | None = None) -> None:
         self.root = root
         self.db_url = db_url
+        self.static_hosts = static_hosts or {}
         self.stored_inventory: dict = {"_meta": {"hostvars": {}}}
         self.dirs: list[Path] = []
+
+    def job_inventory(self) -> dict:
+        """What a job gets: the hosts of the last sync, and the hosts added to the inventory by hand (ungrouped)."""
+        inventory = json.loads(json.dumps(self.stored_inventory))
+        inventory["_meta"]["hostvars"] |= self.static_hosts
+        if self.static_hosts:
+            inventory.setdefault("ungrouped", {}).setdefault("hosts", []).extend(self.static_hosts)
+            inventory.setdefault("all", {}).setdefault("children", [])
+            if "ungrouped" not in inventory["all"]["children"]:
+                inventory["all"]["children"].append("ungrouped")
+        return inventory
 
     def private_data_dir(self, ident: str, credential: bool, extravars: dict | None = None) -> Path:
         pdd = self.root / ident
@@ -261,20 +296,22 @@ class Awx:
         (pdd / "env" / "envvars").write_text(yaml.safe_dump(envvars))
         if extravars is not None:
             (pdd / "env" / "extravars").write_text(yaml.safe_dump(extravars))
-        # The job's inventory: AWX's stored copy of the last sync, as a script printing it.
+        # The job's inventory: AWX's stored copy, as a script printing it.
         (pdd / "inventory").mkdir()
         script = pdd / "inventory" / "hosts"
-        script.write_text(f"#!{sys.executable}\nprint({json.dumps(json.dumps(self.stored_inventory))})\n")
+        script.write_text(f"#!{sys.executable}\nprint({json.dumps(json.dumps(self.job_inventory()))})\n")
         script.chmod(0o700)
         self.dirs.append(pdd)
         return pdd
 
-    def job(self, ident: str, playbook: str, extravars: dict, credential: bool = True):
+    def launch(self, ident: str, template: str, extravars: dict):
+        """A job of that job template (awx/job_templates.yml): its playbook, limit and credential."""
         import ansible_runner
 
-        pdd = self.private_data_dir(ident, credential, extravars)
-        return ansible_runner.run(private_data_dir=str(pdd), project_dir=str(REPO), playbook=playbook, ident=ident,
-                                  quiet=True, suppress_env_files=True, timeout=120)
+        jt = job_template(template)
+        pdd = self.private_data_dir(ident, "Teuthology lab" in jt["credentials"], extravars)
+        return ansible_runner.run(private_data_dir=str(pdd), project_dir=str(REPO), playbook=jt["playbook"], ident=ident,
+                                  limit=jt.get("limit"), quiet=True, suppress_env_files=True, timeout=120)
 
     def sync(self, ident: str, source: str = "inventory/locks.yml") -> None:
         """An inventory update: ansible-inventory --list --export in the project, credential injected; the result is stored."""
@@ -308,42 +345,42 @@ def test_lock_sync_test_unlock_through_ansible_runner(pg_server, tmp_path, clean
     assert PASSWORD in db_url
     lab = Lab(db_url)
     try:
-        names = seed(lab, "smithi", 4)
-        awx = Awx(tmp_path, db_url)
+        names = seed(lab, "smithi", 5)
+        lab.lock(owner=OTHER_OWNER, names=[names[-1]], description="bob's run")
+        awx = Awx(tmp_path, db_url, static_hosts=VPSHOST)
 
         # Lock: the survey's answers, as AWX sends text answers (strings).
-        lock = awx.job("lock", "playbooks/lock.yml",
-                       {"machine_type": "smithi", "count": "2", "description": "awx-run-1", "lease": "4h"})
+        lock = awx.launch("lock", "Lock nodes", {"machine_type": "smithi", "count": "2", "description": "awx-run-1", "lease": "4h"})
         assert lock.status == "successful", lock.stdout.read()
         (locked,) = task_results(lock, "Lock the nodes")
-        assert len(locked["locked"]) == 2 and set(locked["locked"]) <= set(names)
+        assert len(locked["locked"]) == 2 and set(locked["locked"]) <= set(names[:-1])
+        # The job output (the project's ansible.cfg applies): the targets block copies as YAML.
         stdout = (tmp_path / "lock" / "artifacts" / "lock" / "stdout").read_text()
-        for name in locked["locked"]:
-            assert f"ubuntu@{name}" in stdout
-        held = {node["name"] for node in lab.query() if node["locked"]}
+        assert yaml.safe_load(printed_targets(stdout)) == {"targets": dict.fromkeys(f"ubuntu@{name}" for name in locked["locked"])}
+        held = {node["name"] for node in lab.query(owner=OWNER)}
         assert held == set(locked["locked"])
-        assert {node["locked_by"] for node in lab.query() if node["locked"]} == {OWNER}
 
-        # Inventory sync, then a job on the stored inventory, without the database credential.
+        # Inventory sync: the credential's owner filters, so bob's node is not a target.
         awx.sync("sync")
         assert set(awx.stored_inventory["_meta"]["hostvars"]) == held
-        check = awx.job("check", "awx/check_targets.yml", {}, credential=False)
+        # The test job, on the stored inventory, without the database credential: the targets, not the vpshost.
+        check = awx.launch("check", "Test on the locked targets", {})
         assert check.status == "successful", check.stdout.read()
         shown = [res["msg"] for res in task_results(check, "Show the target")]
-        assert len(shown) == 2
+        assert len(shown) == 2, shown
         for name in held:
             assert any(msg.startswith(f"target {name} (smithi)") and f"locked by {OWNER}" in msg for msg in shown), shown
 
-        # List targets, as its job template runs it (no survey).
-        listed = awx.job("list", "playbooks/list_targets.yml", {})
+        # List targets, as its job template runs it (no survey): every owner's, as no owner is given.
+        listed = awx.launch("list", "List targets", {})
         assert listed.status == "successful", listed.stdout.read()
         (targets,) = task_results(listed, "Show the targets")
-        assert set(yaml.safe_load(targets["msg"])["targets"]) == {f"ubuntu@{name}" for name in held}
+        assert set(targets["msg"]["targets"]) == {f"ubuntu@{name}" for name in held | {names[-1]}}
 
-        # Unlock, as the workflow's unlock node sends it.
-        unlock = awx.job("unlock", "playbooks/unlock.yml", {"all": "true", "force": "false"})
+        # Unlock, as the workflow's unlock node sends it: the owner's nodes, not bob's.
+        unlock = awx.launch("unlock", "Unlock nodes", {"all": "true", "force": "false"})
         assert unlock.status == "successful", unlock.stdout.read()
-        assert not [node for node in lab.query() if node["locked"]]
+        assert [node["name"] for node in lab.query(locked=True)] == [names[-1]]
         awx.sync("sync-after")
         assert awx.stored_inventory["_meta"]["hostvars"] == {}
     finally:
@@ -354,3 +391,66 @@ def test_lock_sync_test_unlock_through_ansible_runner(pg_server, tmp_path, clean
     assert any(path.name == "command" for path in artifacts) and any(path.name == "stdout" for path in artifacts)
     leaks = [path for path in artifacts if PASSWORD in path.read_text(errors="replace")]
     assert not leaks, leaks
+
+
+@pytest.mark.parametrize("owner", ["", None])
+def test_credential_without_owner_is_refused(tmp_path, owner):
+    """Without an owner the inventory would list every locked node of the lab, and unlock free nothing."""
+    with pytest.raises(CredentialRefused, match=r"^owner: required for Teuthology lab lock database$"):
+        inject_credential({"db_url": "sqlite:////nonexistent/lab.db", "owner": owner}, tmp_path)
+    assert not (tmp_path / "env").exists() or not list((tmp_path / "env").iterdir())
+
+
+# --- blank survey answers ---------------------------------------------------------------------
+
+
+def optional_survey_questions() -> list[tuple[str, str]]:
+    """(job template, variable) of every optional question of every survey in awx/job_templates.yml."""
+    return [(jt["name"], question["variable"]) for jt in load("job_templates.yml")["job_templates"] if jt.get("survey_enabled")
+            for question in jt["survey_spec"]["spec"] if not question["required"]]
+
+
+def launch_answers(template: str) -> dict:
+    """What a launch sends without the optional answers: each required question's default, and
+    what the workflow's node of that template adds (the unlock node: all)."""
+    answers = {q["variable"]: q["default"] for q in job_template(template)["survey_spec"]["spec"] if q["required"]}
+    for workflow in load("job_templates.yml")["workflow_job_templates"]:
+        for node in workflow["workflow_nodes"]:
+            if node["unified_job_template"]["name"] == template:
+                answers |= node.get("extra_data", {})
+    return answers
+
+
+def outcome(root: Path, template: str, answers: dict) -> list[dict]:
+    """Launch the template on a fresh lab (3 free smithi nodes, 2 held by the credential's owner,
+    1 by another); return every node afterwards, lock and lease times reduced to set or not."""
+    from ansible_collections.teuthology.lab.plugins.module_utils.lockdb import Lab
+
+    root.mkdir()
+    db_url = f"sqlite:///{root / 'lab.db'}"
+    lab = Lab(db_url)
+    try:
+        names = seed(lab, "smithi", 6)
+        lab.lock(owner=OWNER, names=names[3:5], description="held")
+        lab.lock(owner=OTHER_OWNER, names=names[5:], description="bob's")
+        run = Awx(root, db_url).launch("job", template, answers)
+        assert run.status == "successful", f"{template} with {answers}:\n{run.stdout.read()}"
+        return [{**node, "locked_since": node["locked_since"] is not None, "lease_expires": node["lease_expires"] is not None}
+                for node in lab.query()]
+    finally:
+        lab.close()
+
+
+@pytest.mark.parametrize(("template", "variable"), optional_survey_questions())
+def test_blank_survey_answer_means_unset(tmp_path, clean_environ, template, variable):
+    """An optional survey field left blank arrives as "" (AWX 17+) or null (AWX 24): as if not sent."""
+    answers = launch_answers(template)
+    assert variable not in answers
+    unset = outcome(tmp_path / "unset", template, answers)
+    for label, blank in (("empty", ""), ("null", None)):
+        assert outcome(tmp_path / label, template, {**answers, variable: blank}) == unset, label
+
+
+def test_every_optional_survey_question_is_covered():
+    covered = set(optional_survey_questions())
+    assert {("Lock nodes", "os_type"), ("Lock nodes", "lease"), ("Unlock nodes", "names")} <= covered

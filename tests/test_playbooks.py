@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+
 import yaml
 
 from support.ansible_run import REPO, run_playbook
@@ -52,27 +55,60 @@ def test_lock_list_summary_unlock(db_url, lab, tmp_path):
     assert lab.query(locked=True) == []
 
 
+def public_key(tmp_path, key_type: str) -> str:
+    """A real public key of that type (ssh-keygen), as ``TYPE BASE64``."""
+    path = tmp_path / f"key-{key_type}-{len(list(tmp_path.glob('key-*')))}"
+    subprocess.run(["ssh-keygen", "-q", "-t", key_type, "-N", "", "-f", str(path)], check=True, timeout=60)
+    return " ".join(path.with_suffix(".pub").read_text().split()[:2])
+
+
 def test_list_targets_in_teuthology_format(db_url, lab, tmp_path):
-    vps = seed(lab, "vps", 3, "vpm", vpshost="mira001.front.sepia.ceph.com")
+    vps = seed(lab, "vps", 4, "vpm", vpshost="mira001.front.sepia.ceph.com")
     smithi = seed(lab, "smithi", 1)
-    keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
-            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGRqEnBLAC5J2F+yeT4oNkvq8yL/bPv+Gn0Yp8Ny5vSC"]
-    for name, key in zip(vps, keys, strict=False):
-        lab.set_node(name, {"ssh_pub_key": key}, actor="admin@lab")
-    lab.lock(owner="alice@laptop", names=vps[:2] + smithi, description="run-5")
-    lab.lock(owner="bob@desk", names=[vps[2]], description="run-6")
+    ed25519, ecdsa, rsa = (public_key(tmp_path, key_type) for key_type in ("ed25519", "ecdsa", "rsa"))
+    # All recorded keys, in the order the database keeps them (sorted): one key per target, ed25519 first.
+    recorded = {vps[0]: f"{rsa}\n{ed25519}\n{ecdsa}", vps[1]: f"{rsa}\n{ecdsa}", vps[2]: rsa, vps[3]: public_key(tmp_path, "ed25519")}
+    for name, keys in recorded.items():
+        lab.set_node(name, {"ssh_pub_key": keys}, actor="admin@lab")
+    lab.lock(owner="alice@laptop", names=vps[:3] + smithi, description="run-5")
+    lab.lock(owner="bob@desk", names=[vps[3]], description="run-6")
 
     targets_file = tmp_path / "targets.yml"
     run = play("list_targets.yml", db_url, "owner=alice@laptop", "machine_type=vps", f"targets_file={targets_file}")
     assert run.returncode == 0, run.output
     written = yaml.safe_load(targets_file.read_text())
-    held = lab.query(owner="alice@laptop", machine_types=["vps"])
-    assert written == {"targets": {f"ubuntu@{node['name']}": node["ssh_pub_key"] for node in held}}
-    assert yaml.safe_load(run.result("Show the targets")["msg"]) == written
+    assert written == {"targets": {f"ubuntu@{vps[0]}": ed25519, f"ubuntu@{vps[1]}": ecdsa, f"ubuntu@{vps[2]}": rsa}}
+    assert len(lab.query(names=[vps[0]])[0]["ssh_pub_key"].splitlines()) == 3  # the database keeps them all
+    assert run.result("Show the targets")["msg"] == written
+    # One line per target, however long the key.
+    assert len(targets_file.read_text().splitlines()) == 4
 
     run = play("list_targets.yml", db_url, "description=run-", "targets_bare=true")
-    shown = yaml.safe_load(run.result("Show the targets")["msg"])
-    assert shown == {"targets": {node["name"]: node["ssh_pub_key"] for node in lab.query(locked=True)}}
+    shown = run.result("Show the targets")["msg"]
+    assert shown == {"targets": {vps[0]: ed25519, vps[1]: ecdsa, vps[2]: rsa, vps[3]: recorded[vps[3]], smithi[0]: None}}
+
+
+def test_blank_values_mean_unset(db_url, lab):
+    """"" and null, as an AWX survey sends an optional field left blank; false still filters."""
+    smithi = seed(lab, "smithi", 3)
+    lab.lock(owner="alice@laptop", names=smithi[:1], description="run-8")
+    listed = {}
+    for label, extra in (("unset", {}), ("empty", {"locked": "", "up": "", "owner": "", "description": ""}),
+                         ("null", {"locked": None, "up": None, "owner": None, "description": None}),
+                         ("free", {"locked": False}), ("locked", {"locked": "true", "owner": ""})):
+        run = play("list.yml", db_url, json.dumps(extra))
+        assert run.returncode == 0, (label, run.output)
+        listed[label] = [node["name"] for node in run.result("Query the lock database")["nodes"]]
+    assert listed == {"unset": smithi, "empty": smithi, "null": smithi, "free": smithi[1:], "locked": smithi[:1]}
+
+    run = play("lock.yml", db_url, json.dumps({"count": 1, "machine_type": "smithi", "os_type": "", "os_version": None,
+                                               "arch": "", "description": "", "lease": None, "targets_file": "",
+                                               "targets_user": None, "names": ""}))
+    assert run.returncode == 0, run.output
+    assert run.result("Show the targets")["msg"] == {"targets": {f"ubuntu@{smithi[1]}": None}}
+    run = play("unlock.yml", db_url, json.dumps({"all": "true", "names": "", "force": None, "owner": ""}))
+    assert run.returncode == 0, run.output
+    assert lab.query(locked=True) == []
 
 
 def test_libvirt_aliases(db_url, lab, tmp_path):

@@ -89,8 +89,10 @@ def test_lock_provision_run_unlock(vm_lab, slots, tmp_path, host_keys):
                                    capture_output=True, text=True, check=False)
         assert leftovers.stdout == "", leftovers.stdout
     targets = yaml.safe_load(targets_file.read_text())["targets"]
-    assert targets == {f"ubuntu@{n['name']}": n["ssh_pub_key"] for n in handle.query(locked=True)}
-    assert "3 VMs were installed with fresh host keys" in run.output
+    # One key per target, the ed25519 one (teuthology reads one); the database keeps them all.
+    assert targets == {f"ubuntu@{n['name']}": next(key for key in n["ssh_pub_key"].splitlines() if key.startswith("ssh-ed25519 "))
+                       for n in handle.query(locked=True)}
+    assert run.result("Count the VMs installed")["msg"][0] == INSTALLED[host_keys].format(count="3 VMs were")
 
     # A command on each VM over SSH, strict checking against the recorded keys (the inventory plugin pins them).
     source = tmp_path / "locks.yml"
@@ -134,6 +136,36 @@ def test_inject_records_only_the_injected_keys_the_vm_serves(vm_lab, slots):
     assert recorded(handle, "vpm004") == keys
     key_events = [e for e in handle.history(["vpm004" + DOMAIN]) if e["action"] == "key"]
     assert len(key_events) == 2  # the three injected keys before boot, then the one served
+
+
+# lock.yml's closing message, per downburst_host_keys.
+INSTALLED = {"inject": "{count} installed with fresh host keys, made by this run and injected before boot",
+             "scan": "{count} installed; host keys scanned from each VM once it was up (downburst_host_keys=scan)"}
+
+
+@pytest.mark.parametrize("host_keys", ["inject", "scan"])
+def test_closing_message_counts_the_vms_installed(vm_lab, slots, tmp_path, host_keys):
+    """Three VMs asked for, one create fails, a physical node locked with them: the message
+    counts the VMs really installed and says how their host keys were obtained."""
+    _, _, inventory = vm_lab
+    handle, db, extra = slots
+    handle.set_node("smithi001" + DOMAIN, {"machine_type": "smithi", "arch": "x86_64"}, actor="admin@lab")
+    fail_vpm002 = "{{ {'lab': {'fail': 'create'}} if inventory_hostname is match('vpm002') else {} }}"
+    targets_file = tmp_path / "targets.yml"
+    run = run_playbook(REPO / "playbooks/lock.yml", "-i", inventory, "-e", f"@{extra}",
+                       "-e", f"names=vpm001{DOMAIN},vpm002{DOMAIN},vpm003{DOMAIN},smithi001{DOMAIN}",
+                       "-e", f"downburst_host_keys={host_keys}", "-e", f"targets_file={targets_file}",
+                       "-e", json.dumps({"downburst_extra_meta_data": fail_vpm002}),
+                       env={"TEUTHOLOGY_LAB_DB": db, "TEUTHOLOGY_LAB_OWNER": OWNER})
+    assert run.returncode != 0 and "failed at step 'Create the VM on its vpshost" in run.output, run.output
+    assert run.result("Count the VMs installed")["msg"] == [
+        INSTALLED[host_keys].format(count="2 VMs were"),
+        f"no VM installed on vpm002{DOMAIN} (see the errors above)",
+        f"their targets are above and in {targets_file}, and in the inventory (inventory/locks.yml) from now on",
+    ]
+    assert set(lab_domains()) & set(SLOTS) == {"vpm001", "vpm003"}
+    targets = yaml.safe_load(targets_file.read_text())["targets"]
+    assert set(targets) == {f"ubuntu@{name}{DOMAIN}" for name in ("vpm001", "vpm003", "smithi001")}
 
 
 HELD_KEYS = ("{{ groups['teuthology_lab_provision'] | map('extract', hostvars)"

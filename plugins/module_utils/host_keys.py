@@ -93,6 +93,32 @@ def split_keys(text: str) -> list[tuple[str, str]]:
     return [parse_key_line(line) for line in normalize_host_keys(text).splitlines()]
 
 
+# The key a teuthology target gets, most preferred first: every known type, so the choice is total.
+TARGET_KEY_PREFERENCE = (
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "ssh-rsa",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+    "ssh-dss",
+)
+
+
+def target_host_key(text: str | None) -> str | None:
+    """The one ``TYPE BASE64`` line a teuthology ``targets:`` value holds, or None without a key.
+
+    teuthology reads the value as one key (``host_key.split(' ', 1)``), so of the
+    recorded keys it gets the first type of TARGET_KEY_PREFERENCE (ed25519 when
+    there is one); of two keys of that type, the first in sorted order.
+    """
+    if not text or not text.strip():
+        return None
+    keys = split_keys(text)  # validated, sorted
+    return " ".join(min(keys, key=lambda key: (TARGET_KEY_PREFERENCE.index(key[0]), key[1])))
+
+
 # ---------------------------------------------------------------- scanning
 
 # The host key types OpenSSH serves by default: what is scanned, and what a new VM gets.
