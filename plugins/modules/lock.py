@@ -43,8 +43,8 @@ options:
   os_type:
     description:
       - For C(vps) nodes, the OS to install on the VM, recorded on the node. Locking by O(names) a C(vps) node the
-        O(owner) holds with another OS locks it again for this one (it is in RV(newly_locked): its VM is to be
-        reinstalled).
+        O(owner) holds with another OS locks it again for this one; it is in RV(newly_locked), its VM is to be
+        reinstalled.
       - For other machine types, only nodes with this OS.
     type: str
   os_version:
