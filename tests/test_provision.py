@@ -4,6 +4,7 @@ and QEMU, the downburst stand-in; lock.yml / unlock.yml through ansible-playbook
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import tempfile
 from pathlib import Path
@@ -13,7 +14,7 @@ import yaml
 
 from lab import Lab as VMLab
 from lab import cleanup_domains, free_port, keyscan, lab_domains
-from support.ansible_run import BIN, REPO, ansible_env, run_playbook
+from support.ansible_run import BIN, REPO, ansible_env, run_playbook, run_tasks, task
 
 OWNER = "alice@laptop"
 # Two VM slots on each of two vpshosts.
@@ -287,3 +288,49 @@ def test_check_mode_shows_the_create_and_changes_nothing(vm_lab, slots, tmp_path
                                              "arch": "x86_64"}
     assert snapshot(handle) == before
     assert not set(lab_domains()) & set(SLOTS)
+
+
+@pytest.mark.parametrize("check_mode", [False, True], ids=["run", "check_mode"])
+def test_negative_retries_is_refused_before_anything_runs(vm_lab, slots, check_mode):
+    """The module on a vpshost, with a leftover VM there: retries -1 is bad input, named; no command runs."""
+    lab, _, inventory = vm_lab
+    vpshost = next(h for h in lab.vpshosts if h.name == SLOTS["vpm001"])
+    leftover = vpshost.run(["downburst", "create", "--nokey", "vpm001"])
+    assert leftover.returncode == 0, leftover.stderr
+    node = {"name": "vpm001" + DOMAIN, "vpshost": vpshost.name, "os_type": "debian", "os_version": "12"}
+    run = run_tasks([task("downburst", "Create with retries -1", ignore_errors=True, node=node, retries=-1)],
+                    "-i", str(inventory), *(["--check"] if check_mode else []), hosts=vpshost.name, connection="ssh")
+    created = run.result("Create with retries -1")
+    assert created["failed"]
+    assert created["msg"] == f"vpm001{DOMAIN}: retries: -1 is negative; give 0 (never destroy a leftover VM) or more", run.output
+    assert "commands" not in created  # none ran, none planned
+    assert "vpm001" in lab_domains()  # the leftover is still there
+
+
+def test_leftover_vm_that_cannot_be_destroyed_is_reported_as_such(vm_lab, slots):
+    """The create finds a leftover VM and the destroy that follows fails: the failure says so, with
+    the destroy's exit code, downburst's error and command line, not as a failed create."""
+    lab, _, inventory = vm_lab
+    handle, db, extra = slots
+    vpshost = next(h for h in lab.vpshosts if h.name == SLOTS["vpm002"])
+    vpshost.write_file("/home/ubuntu/leftover.json", json.dumps({"lab": {"fail": "destroy"}}))  # sticks to the domain
+    leftover = vpshost.run(["downburst", "create", "--nokey", "--meta-data=/home/ubuntu/leftover.json", "vpm002"])
+    assert leftover.returncode == 0, leftover.stderr
+    run = playbook("lock.yml", db, extra, inventory, names="vpm002" + DOMAIN)
+    assert run.returncode != 0
+    created = run.result("Create the VM on its vpshost, waiting for downburst")
+    assert created["failed"]
+    create, destroy = created["commands"]
+    assert "create" in create and destroy[-2:] == ["destroy", "vpm002"]
+    assert (created["rc"], created["command"]) == (1, shlex.join(destroy))
+    message = (f"vpm002{DOMAIN}: downburst create found a leftover VM vpm002, and destroying it failed (exit 1): "
+               f"ERROR:downburst.cli:downburst destroy: Injected failure (lab stand-in): destroy of vpm002 "
+               f"(command: {shlex.join(destroy)})")
+    assert created["msg"] == message
+    assert "downburst create failed" not in run.output
+    # The role's cleanup cannot destroy it either: the slot stays locked, down, with the failure in its history.
+    node = handle.query(names=["vpm002" + DOMAIN])[0]
+    assert (node["locked"], node["up"]) == (True, False)
+    notes = [e["details"]["note"] for e in handle.history([node["name"]]) if e["action"] == "note"]
+    assert len(notes) == 1 and message in notes[0], notes
+

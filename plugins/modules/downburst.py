@@ -16,7 +16,8 @@ description:
   - Writes downburst's meta-data and user-data to a private temporary directory, removed afterwards, and runs
     C(downburst -c URI create --wait [--nokey] --meta-data=FILE --user-data=FILE SHORTNAME) as an argument vector.
   - A create that fails because a VM of that name already exists (a leftover) destroys it and tries again, at most
-    O(retries) times.
+    O(retries) times. If that destroy fails, the module fails saying so, with the destroy's exit code, error and
+    command line.
   - A failed create is not cleaned up here (downburst leaves the VM); the role M(teuthology.lab.downburst) destroys it.
   - O(state=absent) runs C(downburst -c URI destroy SHORTNAME); a VM that is already gone is not an error.
 version_added: 0.1.0
@@ -84,7 +85,9 @@ options:
     type: dict
     default: {}
   retries:
-    description: How many times a create that finds a leftover VM of the same name destroys it and tries again.
+    description:
+      - How many times a create that finds a leftover VM of the same name destroys it and tries again.
+      - V(0) never destroys a leftover (the create fails). A negative value is an error, before anything runs.
     type: int
     default: 3
 attributes:
@@ -145,6 +148,15 @@ stderr:
   description: downburst's standard error of the last command.
   returned: when run
   type: str
+rc:
+  description: The exit code of the command that failed.
+  returned: on failure of a downburst command
+  type: int
+command:
+  description:
+    - The create that failed, or the destroy of a leftover VM that failed, as a command line.
+  returned: on failure of a create
+  type: str
 """
 
 import os
@@ -185,6 +197,7 @@ def main() -> None:
     try:
         name = downburst_utils.shortname(str(node.get("name", "")))
         downburst_utils.check_uri(params["libvirt_uri"])
+        downburst_utils.check_retries(params["retries"])
         executable, result["searched"] = downburst_utils.find_executable(params["executable"], module.get_bin_path, str(Path.home()))
         result["executable"] = executable
         if params["state"] == "present":
@@ -232,25 +245,13 @@ def main() -> None:
         argv = downburst_utils.create_argv(executable, params["libvirt_uri"], name, meta_file, user_file, params["fetch_default_key"])
         if module.check_mode:
             module.exit_json(changed=True, commands=[argv], **result)
-        for attempt in range(1, params["retries"] + 2):
-            result["creates"] = attempt
-            rc, err = run(argv)
-            if rc == 0 or not downburst_utils.says_exists(err) or attempt > params["retries"]:
-                break
-            # A leftover VM of that name: destroy it and try again, as teuthology does.
-            destroy_rc, destroy_err = run(downburst_utils.destroy_argv(executable, params["libvirt_uri"], name))
-            if destroy_rc != 0:
-                err = destroy_err
-                break
+        destroy = downburst_utils.destroy_argv(executable, params["libvirt_uri"], name)
+        outcome = downburst_utils.create_with_retries(run, argv, destroy, params["retries"])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    if rc != 0:
-        module.fail_json(
-            msg=f"{node['name']}: downburst create failed (exit {rc}): {' '.join(downburst_utils.error_lines(err))}",
-            rc=rc,
-            command=shlex.join(argv),
-            **result,
-        )
+    result["creates"] = outcome.creates
+    if outcome.rc != 0:
+        module.fail_json(msg=f"{node['name']}: {outcome.error(name)}", rc=outcome.rc, command=shlex.join(outcome.argv), **result)
     module.exit_json(changed=True, **result)
 
 

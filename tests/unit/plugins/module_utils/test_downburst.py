@@ -11,7 +11,9 @@ import pytest
 
 from ansible_collections.teuthology.lab.plugins.module_utils.downburst import (
     CHECKOUT_SUBPATH,
+    CreateOutcome,
     DownburstError,
+    check_retries,
     checkout_candidates,
     create_argv,
     destroy_argv,
@@ -139,6 +141,23 @@ def test_error_lines_are_downburst_errors_else_the_tail():
     assert not says_exists("ERROR: cannot connect to qemu:///system\n")
     # A path that happens to contain "exists" on a non-error line is not the VM existing.
     assert not says_exists("INFO: using /srv/exists/image.qcow2\nERROR: no space left\n")
+
+
+def test_retries_must_not_be_negative():
+    assert check_retries(0) == 0 and check_retries(3) == 3
+    with pytest.raises(DownburstError) as error:
+        check_retries(-1)
+    assert str(error.value) == "retries: -1 is negative; give 0 (never destroy a leftover VM) or more"
+
+
+def test_a_failed_destroy_of_a_leftover_is_not_reported_as_a_failed_create():
+    stderr = "DEBUG:downburst.destroy:Terminating the virtual machine\nERROR:downburst.cli:downburst destroy: permission denied\n"
+    destroy = destroy_argv("/opt/downburst", "qemu:///system", "vpm001")
+    assert CreateOutcome(1, 1, stderr, destroy, leftover_kept=True).error("vpm001") == (
+        "downburst create found a leftover VM vpm001, and destroying it failed (exit 1): "
+        "ERROR:downburst.cli:downburst destroy: permission denied (command: /opt/downburst -v -c qemu:///system destroy vpm001)")
+    create = create_argv("/opt/downburst", "qemu:///system", "vpm001", "m", "u", fetch_default_key=False)
+    assert CreateOutcome(1, 2, "ERROR: no space left\n", create).error("vpm001") == "downburst create failed (exit 2): ERROR: no space left"
 
 
 def test_was_absent_recognises_downburst_saying_no_vm():
