@@ -7,6 +7,7 @@ import json
 import shlex
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -334,3 +335,52 @@ def test_leftover_vm_that_cannot_be_destroyed_is_reported_as_such(vm_lab, slots)
     notes = [e["details"]["note"] for e in handle.history([node["name"]]) if e["action"] == "note"]
     assert len(notes) == 1 and message in notes[0], notes
 
+
+def async_job_files(vpshost, job_ids: list[str]) -> list[str]:
+    """The files of these async jobs in the vpshost user's (root's) ~/.ansible_async, once no
+    process of theirs runs any more (Ansible's async wrapper writes a job's last result itself)."""
+    prefixes = {job_id.split(".")[0] for job_id in job_ids}  # the job id given to the wrapper, before its pid
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        running = [p for p in Path("/proc").glob("[0-9]*/cmdline") if prefixes & set(_read_args(p))]
+        if not running:
+            break
+        time.sleep(0.5)
+    async_dir = vpshost.path("/root/.ansible_async")
+    return sorted(f.name for f in async_dir.glob("*") if f.name.split(".")[0] in prefixes) if async_dir.is_dir() else []
+
+
+def _read_args(cmdline: Path) -> list[str]:
+    try:
+        return cmdline.read_bytes().decode(errors="replace").split("\0")
+    except OSError:  # the process ended meanwhile
+        return []
+
+
+PER_NODE = "{{{{ {} if inventory_hostname is match('vpm002') else {} if inventory_hostname is match('vpm003') else {} }}}}"
+
+
+def test_async_job_files_are_removed_from_the_vpshosts(vm_lab, slots):
+    """lock.yml for three nodes: one VM made, one create that fails, one that overruns its time
+    (Ansible's async wrapper ends it). None leaves its job file in the vpshost's ~/.ansible_async."""
+    lab, _, inventory = vm_lab
+    handle, db, extra = slots
+    per_node = {
+        "downburst_extra_meta_data": PER_NODE.format({"lab": {"fail": "boot"}}, {"lab": {"fail": "create"}}, {}),
+        # vpm002 overruns its 6 s: Ansible's async wrapper kills the job and writes its last result itself.
+        "downburst_create_timeout": PER_NODE.format(6, 1800, 1800),
+        "downburst_poll_interval": 2,
+    }
+    run = run_playbook(REPO / "playbooks" / "lock.yml", "-i", inventory, "-e", f"@{extra}",
+                       "-e", "names=" + ",".join(n + DOMAIN for n in ("vpm001", "vpm002", "vpm003")), "-e", json.dumps(per_node),
+                       env={"TEUTHOLOGY_LAB_DB": db, "TEUTHOLOGY_LAB_OWNER": OWNER})
+    assert run.returncode != 0
+    started = {e["host"]: e["result"]["ansible_job_id"] for e in run.results if e["task"] == "Create the VM on its vpshost"}
+    assert sorted(started) == ["vpm001" + DOMAIN, "vpm002" + DOMAIN, "vpm003" + DOMAIN], run.output
+    locked = {n["name"]: n["locked"] for n in handle.query(names=list(started))}
+    assert locked == {"vpm001" + DOMAIN: True, "vpm002" + DOMAIN: False, "vpm003" + DOMAIN: False}
+    polled = {e["host"]: e["result"] for e in run.results if e["task"] == "Create the VM on its vpshost, waiting for downburst"}
+    assert polled["vpm002" + DOMAIN]["msg"] == "Timeout exceeded"
+    for vpshost in lab.vpshosts:
+        jobs = [job for host, job in started.items() if SLOTS[host.split(".")[0]] == vpshost.name]
+        assert async_job_files(vpshost, jobs) == [], vpshost.name
