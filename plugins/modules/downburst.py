@@ -74,7 +74,9 @@ options:
     description:
       - Host key pairs the VM must serve, by type (V(ed25519), V(ecdsa), V(rsa)), each a dict with C(private) and
         C(public); passed to cloud-init as C(ssh_keys) with C(ssh_deletekeys=true).
-      - Never shown in output.
+      - Never shown in output. The module's user-data file is removed once downburst returns, but downburst writes
+        the user-data, these private keys included, into the VM's cloud-init seed ISO (the volume
+        C(cloud-init.SHORTNAME.iso) in the vpshost's libvirt storage pool), which stays until the VM is destroyed.
     type: dict
   fetch_default_key:
     description: Let downburst fetch the Sepia lab's default key from the internet (otherwise C(--nokey)).
