@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -85,8 +84,10 @@ def test_lock_provision_run_unlock(vm_lab, slots, tmp_path, host_keys):
         if host_keys == "inject":
             assert {key.split()[0] for key in keys} == {"ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-rsa"}
     if host_keys == "inject":
-        # The private host keys are gone from controller and vpshost (here the same machine) once create returned.
-        assert not list(Path(tempfile.gettempdir()).glob("downburst-*"))
+        # The private host keys are gone from controller and vpshost (here the same machine) once create returned:
+        # no file holds the meta-data that went with them (this run's client key), nor a private key.
+        client_key = lab.client_pubkey.read_text().split()[1]
+        assert [files_holding(vpshost, client_key, besides=lab.run_dir) for vpshost in lab.vpshosts] == [[], []]
         leftovers = subprocess.run(["grep", "-rl", "PRIVATE KEY", *[str(Path.home() / d) for d in (".ansible/tmp", ".ansible_async")]],
                                    capture_output=True, text=True, check=False)
         assert leftovers.stdout == "", leftovers.stdout
@@ -360,9 +361,25 @@ def _read_args(cmdline: Path) -> list[str]:
 PER_NODE = "{{{{ {} if inventory_hostname is match('vpm002') else {} if inventory_hostname is match('vpm003') else {} }}}}"
 
 
-def test_async_job_files_are_removed_from_the_vpshosts(vm_lab, slots):
+def files_holding(vpshost, text: str, besides: Path) -> list[str]:
+    """Files in the vpshost's /tmp (shared with other test runs) and one level below, except
+    those under ``besides``, that hold ``text``."""
+    found = []
+    for path in [*vpshost.path("/tmp").glob("*"), *vpshost.path("/tmp").glob("*/*")]:
+        if path.name == besides.name or path.parent.name == besides.name:
+            continue
+        try:
+            if path.is_file() and text in path.read_text(errors="replace"):
+                found.append(str(path))
+        except OSError:  # removed meanwhile, or not ours to read
+            continue
+    return found
+
+
+def test_creates_leave_no_files_on_the_vpshosts(vm_lab, slots):
     """lock.yml for three nodes: one VM made, one create that fails, one that overruns its time
-    (Ansible's async wrapper ends it). None leaves its job file in the vpshost's ~/.ansible_async."""
+    (Ansible's async wrapper kills it). None leaves its job file in the vpshost's ~/.ansible_async,
+    nor its meta-data or user-data (the private host keys) in a file, not even the killed one."""
     lab, _, inventory = vm_lab
     handle, db, extra = slots
     per_node = {
@@ -381,6 +398,8 @@ def test_async_job_files_are_removed_from_the_vpshosts(vm_lab, slots):
     assert locked == {"vpm001" + DOMAIN: True, "vpm002" + DOMAIN: False, "vpm003" + DOMAIN: False}
     polled = {e["host"]: e["result"] for e in run.results if e["task"] == "Create the VM on its vpshost, waiting for downburst"}
     assert polled["vpm002" + DOMAIN]["msg"] == "Timeout exceeded"
+    client_key = lab.client_pubkey.read_text().split()[1]  # in the lab's run dir, and the meta-data of this run's creates
     for vpshost in lab.vpshosts:
         jobs = [job for host, job in started.items() if SLOTS[host.split(".")[0]] == vpshost.name]
         assert async_job_files(vpshost, jobs) == [], vpshost.name
+        assert files_holding(vpshost, client_key, besides=lab.run_dir) == [], vpshost.name

@@ -156,6 +156,16 @@ def user_data_text(user: dict[str, Any]) -> str:
     return "#cloud-config\n" + json.dumps(user, indent=2) + "\n"
 
 
+def memory_file(name: str, text: str) -> int:
+    """``text`` in an anonymous file in memory: a descriptor N that a child process is given
+    (``pass_fds``) and opens as ``/dev/fd/N``. It is never on disk, and it is gone once the
+    last process holding it has ended, even one that was killed."""
+    fd = os.memfd_create(name)
+    with os.fdopen(fd, "w", closefd=False) as f:
+        f.write(text)
+    return fd
+
+
 def create_argv(executable: str, uri: str, name: str, meta_file: str, user_file: str, fetch_default_key: bool) -> list[str]:
     argv = [executable, "-c", check_uri(uri), "create", "--wait"]
     if not fetch_default_key:

@@ -13,8 +13,10 @@ description:
   - Finds the executable in this order; O(executable); C(downburst) on C(PATH); C(src/downburst/virtualenv/bin/downburst)
     under the SSH user's home, then under C(/home/ubuntu) and C(/home/teuthology). None found, it fails naming every
     place it looked at.
-  - Writes downburst's meta-data and user-data to a private temporary directory, removed afterwards, and runs
-    C(downburst -c URI create --wait [--nokey] --meta-data=FILE --user-data=FILE SHORTNAME) as an argument vector.
+  - Hands downburst its meta-data and user-data as anonymous files in memory (C(memfd_create)), which downburst opens
+    as C(/dev/fd/N). They are never written to the vpshost's disk, and they are gone when downburst and the module end,
+    even when killed. Runs C(downburst -c URI create --wait [--nokey] --meta-data=/dev/fd/N --user-data=/dev/fd/N SHORTNAME)
+    as an argument vector.
   - A create that fails because a VM of that name already exists (a leftover) destroys it and tries again, at most
     O(retries) times. If that destroy fails, the module fails saying so, with the destroy's exit code, error and
     command line.
@@ -74,9 +76,9 @@ options:
     description:
       - Host key pairs the VM must serve, by type (V(ed25519), V(ecdsa), V(rsa)), each a dict with C(private) and
         C(public); passed to cloud-init as C(ssh_keys) with C(ssh_deletekeys=true).
-      - Never shown in output. The module's user-data file is removed once downburst returns, but downburst writes
-        the user-data, these private keys included, into the VM's cloud-init seed ISO (the volume
-        C(cloud-init.SHORTNAME.iso) in the vpshost's libvirt storage pool), which stays until the VM is destroyed.
+      - Never shown in output, and handed to downburst in memory only; but downburst writes the user-data, these
+        private keys included, into the VM's cloud-init seed ISO (the volume C(cloud-init.SHORTNAME.iso) in the
+        vpshost's libvirt storage pool), which stays until the VM is destroyed.
     type: dict
   fetch_default_key:
     description: Let downburst fetch the Sepia lab's default key from the internet (otherwise C(--nokey)).
@@ -100,7 +102,7 @@ attributes:
     support: none
     description: Returns no diff; check mode shows the commands and the meta-data instead.
 requirements:
-  - downburst on the vpshost
+  - downburst on the vpshost, a Linux host (the meta-data and user-data are C(memfd_create) files)
 notes:
   - Long creates should run with C(async) and C(poll), so that no SSH timeout cuts them.
 seealso:
@@ -161,10 +163,7 @@ command:
   type: str
 """
 
-import os
 import shlex
-import shutil
-import tempfile
 from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
@@ -221,9 +220,9 @@ def main() -> None:
     except downburst_utils.DownburstError as error:
         module.fail_json(msg=f"{node.get('name')}: {error}", **result)
 
-    def run(argv: list[str]) -> tuple[int, str]:
+    def run(argv: list[str], pass_fds: tuple[int, ...] = ()) -> tuple[int, str]:
         result.setdefault("commands", []).append(argv)
-        rc, _out, err = module.run_command(argv)
+        rc, _out, err = module.run_command(argv, pass_fds=pass_fds)
         result["stderr"] = err
         return rc, err
 
@@ -237,20 +236,18 @@ def main() -> None:
         module.exit_json(changed=not downburst_utils.was_absent(err), **result)
 
     result["meta_data"] = meta
-    workdir = tempfile.mkdtemp(prefix="downburst-")  # mode 0700: user-data may hold private host keys
-    try:
-        meta_file, user_file = os.path.join(workdir, "meta-data.yaml"), os.path.join(workdir, "user-data.yaml")
-        with open(meta_file, "w") as f:
-            f.write(downburst_utils.meta_data_text(meta))
-        with open(user_file, "w") as f:
-            f.write(downburst_utils.user_data_text(user))
-        argv = downburst_utils.create_argv(executable, params["libvirt_uri"], name, meta_file, user_file, params["fetch_default_key"])
-        if module.check_mode:
-            module.exit_json(changed=True, commands=[argv], **result)
-        destroy = downburst_utils.destroy_argv(executable, params["libvirt_uri"], name)
-        outcome = downburst_utils.create_with_retries(run, argv, destroy, params["retries"])
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    # In memory, not in files: the user-data may hold private host keys, and a create killed at its
+    # async timeout could not remove a file; these go with the last process holding them.
+    files = (
+        downburst_utils.memory_file("meta-data", downburst_utils.meta_data_text(meta)),
+        downburst_utils.memory_file("user-data", downburst_utils.user_data_text(user)),
+    )
+    meta_file, user_file = (f"/dev/fd/{fd}" for fd in files)
+    argv = downburst_utils.create_argv(executable, params["libvirt_uri"], name, meta_file, user_file, params["fetch_default_key"])
+    if module.check_mode:
+        module.exit_json(changed=True, commands=[argv], **result)
+    destroy = downburst_utils.destroy_argv(executable, params["libvirt_uri"], name)
+    outcome = downburst_utils.create_with_retries(lambda command: run(command, files), argv, destroy, params["retries"])
     result["creates"] = outcome.creates
     if outcome.rc != 0:
         module.fail_json(msg=f"{node['name']}: {outcome.error(name)}", rc=outcome.rc, command=shlex.join(outcome.argv), **result)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -19,6 +21,7 @@ from ansible_collections.teuthology.lab.plugins.module_utils.downburst import (
     destroy_argv,
     error_lines,
     find_executable,
+    memory_file,
     meta_data,
     says_exists,
     shortname,
@@ -199,3 +202,19 @@ def test_checkout_candidates_in_teuthology_order_without_duplicates():
     assert checkout_candidates("/home/alice") == [f"/home/alice/{CHECKOUT_SUBPATH}", f"/home/ubuntu/{CHECKOUT_SUBPATH}",
                                                   f"/home/teuthology/{CHECKOUT_SUBPATH}"]
     assert checkout_candidates("/home/ubuntu") == [f"/home/ubuntu/{CHECKOUT_SUBPATH}", f"/home/teuthology/{CHECKOUT_SUBPATH}"]
+
+
+def test_memory_file_is_read_by_the_child_it_is_given_to_only():
+    text = "#cloud-config\n" + "x" * 100_000 + "\n"  # larger than a pipe's buffer
+    fd = memory_file("user-data", text)
+    # As downburst reads a user-data file: its first line, then from the start again.
+    reader = [sys.executable, "-c", "import sys; f = open(sys.argv[1]); f.readline(); f.seek(0); sys.stdout.write(f.read())"]
+    try:
+        for _ in range(2):  # a retried create opens it anew, from the start
+            given = subprocess.run([*reader, f"/dev/fd/{fd}"], pass_fds=(fd,), capture_output=True, text=True, check=False)
+            assert given.stdout == text, given.stderr
+        other = subprocess.run([*reader, f"/dev/fd/{fd}"], capture_output=True, text=True, check=False)
+        assert other.returncode != 0  # not inherited unless given
+        assert os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:user-data")  # in memory, no path on disk
+    finally:
+        os.close(fd)
