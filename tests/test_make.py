@@ -47,7 +47,7 @@ def test_test_and_demo_stop_at_once_without_root(checkout, goal):
 
 def test_deps_does_not_need_root(checkout):
     # A dry run (-n): it lists what deps would run, and is not stopped by the root check.
-    done, _ = make_as_user(checkout, "-n", "deps")
+    done, _seconds = make_as_user(checkout, "-n", "deps")
     assert done.returncode == 0, done.stderr
     assert "needs root" not in done.stderr
     assert "tools/ensure-apt" in done.stdout

@@ -210,7 +210,7 @@ def test_memory_file_is_read_by_the_child_it_is_given_to_only():
     # As downburst reads a user-data file: its first line, then from the start again.
     reader = [sys.executable, "-c", "import sys; f = open(sys.argv[1]); f.readline(); f.seek(0); sys.stdout.write(f.read())"]
     try:
-        for _ in range(2):  # a retried create opens it anew, from the start
+        for _attempt in range(2):  # a retried create opens it anew, from the start
             given = subprocess.run([*reader, f"/dev/fd/{fd}"], pass_fds=(fd,), capture_output=True, text=True, check=False)
             assert given.stdout == text, given.stderr
         other = subprocess.run([*reader, f"/dev/fd/{fd}"], capture_output=True, text=True, check=False)
