@@ -7,6 +7,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DB := sqlite:///$(CURDIR)/.cache/demo/lab.db
 
+# make test and make demo need root: they install missing Debian packages with apt-get, and the
+# local lab (tests/lab) starts libvirtd and runs sshd vpshosts in mount namespaces. Checked here,
+# before anything runs, rather than deep inside a test. make deps and the quick start do not.
+ROOT_GOALS := $(filter test demo,$(MAKECMDGOALS))
+ifneq ($(ROOT_GOALS),)
+ifneq ($(shell id -u),0)
+$(error make $(ROOT_GOALS) needs root: it installs Debian packages with apt-get and starts the local lab (libvirtd, and sshd vpshosts in mount namespaces; tests/lab). Run it as root. make deps and the quick start (README.md) do not need root)
+endif
+endif
+
 .PHONY: test demo lint sanity units deps apt bench clean
 
 apt:

@@ -4,8 +4,9 @@ and QEMU, the downburst stand-in; lock.yml / unlock.yml through ansible-playbook
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
-import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import yaml
 
 from lab import Lab as VMLab
 from lab import cleanup_domains, free_port, keyscan, lab_domains
-from support.ansible_run import BIN, REPO, ansible_env, run_playbook
+from support.ansible_run import BIN, REPO, ansible_env, run_playbook, run_tasks, task
 
 OWNER = "alice@laptop"
 # Two VM slots on each of two vpshosts.
@@ -83,8 +84,10 @@ def test_lock_provision_run_unlock(vm_lab, slots, tmp_path, host_keys):
         if host_keys == "inject":
             assert {key.split()[0] for key in keys} == {"ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-rsa"}
     if host_keys == "inject":
-        # The private host keys are gone from controller and vpshost (here the same machine) once create returned.
-        assert not list(Path(tempfile.gettempdir()).glob("downburst-*"))
+        # The private host keys are gone from controller and vpshost (here the same machine) once create returned:
+        # no file holds the meta-data that went with them (this run's client key), nor a private key.
+        client_key = lab.client_pubkey.read_text().split()[1]
+        assert [files_holding(vpshost, client_key, besides=lab.run_dir) for vpshost in lab.vpshosts] == [[], []]
         leftovers = subprocess.run(["grep", "-rl", "PRIVATE KEY", *[str(Path.home() / d) for d in (".ansible/tmp", ".ansible_async")]],
                                    capture_output=True, text=True, check=False)
         assert leftovers.stdout == "", leftovers.stdout
@@ -319,3 +322,116 @@ def test_check_mode_shows_the_create_and_changes_nothing(vm_lab, slots, tmp_path
                                              "arch": "x86_64"}
     assert snapshot(handle) == before
     assert not set(lab_domains()) & set(SLOTS)
+
+
+@pytest.mark.parametrize("check_mode", [False, True], ids=["run", "check_mode"])
+def test_negative_retries_is_refused_before_anything_runs(vm_lab, slots, check_mode):
+    """The module on a vpshost, with a leftover VM there: retries -1 is bad input, named; no command runs."""
+    lab, _, inventory = vm_lab
+    vpshost = next(h for h in lab.vpshosts if h.name == SLOTS["vpm001"])
+    leftover = vpshost.run(["downburst", "create", "--nokey", "vpm001"])
+    assert leftover.returncode == 0, leftover.stderr
+    node = {"name": "vpm001" + DOMAIN, "vpshost": vpshost.name, "os_type": "debian", "os_version": "12"}
+    run = run_tasks([task("downburst", "Create with retries -1", ignore_errors=True, node=node, retries=-1)],
+                    "-i", str(inventory), *(["--check"] if check_mode else []), hosts=vpshost.name, connection="ssh")
+    created = run.result("Create with retries -1")
+    assert created["failed"]
+    assert created["msg"] == f"vpm001{DOMAIN}: retries: -1 is negative; give 0 (never destroy a leftover VM) or more", run.output
+    assert "commands" not in created  # none ran, none planned
+    assert "vpm001" in lab_domains()  # the leftover is still there
+
+
+def test_leftover_vm_that_cannot_be_destroyed_is_reported_as_such(vm_lab, slots):
+    """The create finds a leftover VM and the destroy that follows fails: the failure says so, with
+    the destroy's exit code, downburst's error and command line, not as a failed create."""
+    lab, _, inventory = vm_lab
+    handle, db, extra = slots
+    vpshost = next(h for h in lab.vpshosts if h.name == SLOTS["vpm002"])
+    vpshost.write_file("/home/ubuntu/leftover.json", json.dumps({"lab": {"fail": "destroy"}}))  # sticks to the domain
+    leftover = vpshost.run(["downburst", "create", "--nokey", "--meta-data=/home/ubuntu/leftover.json", "vpm002"])
+    assert leftover.returncode == 0, leftover.stderr
+    run = playbook("lock.yml", db, extra, inventory, names="vpm002" + DOMAIN)
+    assert run.returncode != 0
+    created = run.result("Create the VM on its vpshost, waiting for downburst")
+    assert created["failed"]
+    create, destroy = created["commands"]
+    assert "create" in create and destroy[-2:] == ["destroy", "vpm002"]
+    assert (created["rc"], created["command"]) == (1, shlex.join(destroy))
+    message = (f"vpm002{DOMAIN}: downburst create found a leftover VM vpm002, and destroying it failed (exit 1): "
+               f"ERROR:downburst.cli:downburst destroy: Injected failure (lab stand-in): destroy of vpm002 "
+               f"(command: {shlex.join(destroy)})")
+    assert created["msg"] == message
+    assert "downburst create failed" not in run.output
+    # The role's cleanup cannot destroy it either: the slot stays locked, down, with the failure in its history.
+    node = handle.query(names=["vpm002" + DOMAIN])[0]
+    assert (node["locked"], node["up"]) == (True, False)
+    notes = [e["details"]["note"] for e in handle.history([node["name"]]) if e["action"] == "note"]
+    assert len(notes) == 1 and message in notes[0], notes
+
+
+def async_job_files(vpshost, job_ids: list[str]) -> list[str]:
+    """The files of these async jobs in the vpshost user's (root's) ~/.ansible_async, once no
+    process of theirs runs any more (Ansible's async wrapper writes a job's last result itself)."""
+    prefixes = {job_id.split(".")[0] for job_id in job_ids}  # the job id given to the wrapper, before its pid
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        running = [p for p in Path("/proc").glob("[0-9]*/cmdline") if prefixes & set(_read_args(p))]
+        if not running:
+            break
+        time.sleep(0.5)
+    async_dir = vpshost.path("/root/.ansible_async")
+    return sorted(f.name for f in async_dir.glob("*") if f.name.split(".")[0] in prefixes) if async_dir.is_dir() else []
+
+
+def _read_args(cmdline: Path) -> list[str]:
+    try:
+        return cmdline.read_bytes().decode(errors="replace").split("\0")
+    except OSError:  # the process ended meanwhile
+        return []
+
+
+PER_NODE = "{{{{ {} if inventory_hostname is match('vpm002') else {} if inventory_hostname is match('vpm003') else {} }}}}"
+
+
+def files_holding(vpshost, text: str, besides: Path) -> list[str]:
+    """Files in the vpshost's /tmp (shared with other test runs) and one level below, except
+    those under ``besides``, that hold ``text``."""
+    found = []
+    for path in [*vpshost.path("/tmp").glob("*"), *vpshost.path("/tmp").glob("*/*")]:
+        if path.name == besides.name or path.parent.name == besides.name:
+            continue
+        try:
+            if path.is_file() and text in path.read_text(errors="replace"):
+                found.append(str(path))
+        except OSError:  # removed meanwhile, or not ours to read
+            continue
+    return found
+
+
+def test_creates_leave_no_files_on_the_vpshosts(vm_lab, slots):
+    """lock.yml for three nodes: one VM made, one create that fails, one that overruns its time
+    (Ansible's async wrapper kills it). None leaves its job file in the vpshost's ~/.ansible_async,
+    nor its meta-data or user-data (the private host keys) in a file, not even the killed one."""
+    lab, _, inventory = vm_lab
+    handle, db, extra = slots
+    per_node = {
+        "downburst_extra_meta_data": PER_NODE.format({"lab": {"fail": "boot"}}, {"lab": {"fail": "create"}}, {}),
+        # vpm002 overruns its 6 s: Ansible's async wrapper kills the job and writes its last result itself.
+        "downburst_create_timeout": PER_NODE.format(6, 1800, 1800),
+        "downburst_poll_interval": 2,
+    }
+    run = run_playbook(REPO / "playbooks" / "lock.yml", "-i", inventory, "-e", f"@{extra}",
+                       "-e", "names=" + ",".join(n + DOMAIN for n in ("vpm001", "vpm002", "vpm003")), "-e", json.dumps(per_node),
+                       env={"TEUTHOLOGY_LAB_DB": db, "TEUTHOLOGY_LAB_OWNER": OWNER})
+    assert run.returncode != 0
+    started = {e["host"]: e["result"]["ansible_job_id"] for e in run.results if e["task"] == "Create the VM on its vpshost"}
+    assert sorted(started) == ["vpm001" + DOMAIN, "vpm002" + DOMAIN, "vpm003" + DOMAIN], run.output
+    locked = {n["name"]: n["locked"] for n in handle.query(names=list(started))}
+    assert locked == {"vpm001" + DOMAIN: True, "vpm002" + DOMAIN: False, "vpm003" + DOMAIN: False}
+    polled = {e["host"]: e["result"] for e in run.results if e["task"] == "Create the VM on its vpshost, waiting for downburst"}
+    assert polled["vpm002" + DOMAIN]["msg"] == "Timeout exceeded"
+    client_key = lab.client_pubkey.read_text().split()[1]  # in the lab's run dir, and the meta-data of this run's creates
+    for vpshost in lab.vpshosts:
+        jobs = [job for host, job in started.items() if SLOTS[host.split(".")[0]] == vpshost.name]
+        assert async_job_files(vpshost, jobs) == [], vpshost.name
+        assert files_holding(vpshost, client_key, besides=lab.run_dir) == [], vpshost.name

@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ansible_collections.teuthology.lab.plugins.module_utils.host_keys import DEFAULT_TYPES
@@ -55,6 +57,12 @@ def check_size(what: str, size: str) -> str:
     if not _SIZE_RE.match(str(size)):
         raise DownburstError(f"{what}: {size!r} is not a size downburst reads (e.g. 3.8G, 100G, 512M)")
     return str(size).strip()
+
+
+def check_retries(retries: int) -> int:
+    if retries < 0:
+        raise DownburstError(f"retries: {retries} is negative; give 0 (never destroy a leftover VM) or more")
+    return retries
 
 
 def checkout_candidates(home: str) -> list[str]:
@@ -148,6 +156,16 @@ def user_data_text(user: dict[str, Any]) -> str:
     return "#cloud-config\n" + json.dumps(user, indent=2) + "\n"
 
 
+def memory_file(name: str, text: str) -> int:
+    """``text`` in an anonymous file in memory: a descriptor N that a child process is given
+    (``pass_fds``) and opens as ``/dev/fd/N``. It is never on disk, and it is gone once the
+    last process holding it has ended, even one that was killed."""
+    fd = os.memfd_create(name)
+    with os.fdopen(fd, "w", closefd=False) as f:
+        f.write(text)
+    return fd
+
+
 def create_argv(executable: str, uri: str, name: str, meta_file: str, user_file: str, fetch_default_key: bool) -> list[str]:
     argv = [executable, "-c", check_uri(uri), "create", "--wait"]
     if not fetch_default_key:
@@ -158,6 +176,40 @@ def create_argv(executable: str, uri: str, name: str, meta_file: str, user_file:
 def destroy_argv(executable: str, uri: str, name: str) -> list[str]:
     # -v: downburst says "No virtual machine found" only at debug level.
     return [executable, "-v", "-c", check_uri(uri), "destroy", name]
+
+
+@dataclass
+class CreateOutcome:
+    """What a create came to, with the destroys of leftover VMs it took."""
+
+    creates: int  # how many creates ran
+    rc: int  # exit code of the last command run
+    stderr: str  # its standard error
+    argv: list[str]  # the last command run: the create, or the destroy of a leftover that failed
+    leftover_kept: bool = False  # a create found a leftover VM and destroying it failed
+
+    def error(self, name: str) -> str:
+        """The failure in words (``rc`` is not 0): downburst's own error lines, and what failed."""
+        errors = " ".join(error_lines(self.stderr))
+        if self.leftover_kept:
+            return (f"downburst create found a leftover VM {name}, and destroying it failed (exit {self.rc}): {errors}"
+                    f" (command: {shlex.join(self.argv)})")
+        return f"downburst create failed (exit {self.rc}): {errors}"
+
+
+def create_with_retries(run: Callable[[list[str]], tuple[int, str]], create: list[str], destroy: list[str], retries: int) -> CreateOutcome:
+    """Run ``create``; while it finds a leftover VM of that name, ``destroy`` it and create again,
+    at most ``retries`` times (checked with check_retries), as teuthology does. ``run`` runs an
+    argument vector and returns its exit code and standard error."""
+    for attempt in range(1, retries + 1):
+        rc, err = run(create)
+        if rc == 0 or not says_exists(err):
+            return CreateOutcome(attempt, rc, err, create)
+        rc, err = run(destroy)
+        if rc != 0:
+            return CreateOutcome(attempt, rc, err, destroy, leftover_kept=True)
+    rc, err = run(create)  # the last try: a leftover found now is reported as the create's failure
+    return CreateOutcome(retries + 1, rc, err, create)
 
 
 def says_exists(stderr: str) -> bool:

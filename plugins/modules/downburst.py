@@ -13,10 +13,13 @@ description:
   - Finds the executable in this order; O(executable); C(downburst) on C(PATH); C(src/downburst/virtualenv/bin/downburst)
     under the SSH user's home, then under C(/home/ubuntu) and C(/home/teuthology). None found, it fails naming every
     place it looked at.
-  - Writes downburst's meta-data and user-data to a private temporary directory, removed afterwards, and runs
-    C(downburst -c URI create --wait [--nokey] --meta-data=FILE --user-data=FILE SHORTNAME) as an argument vector.
+  - Hands downburst its meta-data and user-data as anonymous files in memory (C(memfd_create)), which downburst opens
+    as C(/dev/fd/N). They are never written to the vpshost's disk, and they are gone when downburst and the module end,
+    even when killed. Runs C(downburst -c URI create --wait [--nokey] --meta-data=/dev/fd/N --user-data=/dev/fd/N SHORTNAME)
+    as an argument vector.
   - A create that fails because a VM of that name already exists (a leftover) destroys it and tries again, at most
-    O(retries) times.
+    O(retries) times. If that destroy fails, the module fails saying so, with the destroy's exit code, error and
+    command line.
   - A failed create is not cleaned up here (downburst leaves the VM); the role M(teuthology.lab.downburst) destroys it.
   - O(state=absent) runs C(downburst -c URI destroy SHORTNAME); a VM that is already gone is not an error.
 version_added: 0.1.0
@@ -73,7 +76,9 @@ options:
     description:
       - Host key pairs the VM must serve, by type (V(ed25519), V(ecdsa), V(rsa)), each a dict with C(private) and
         C(public); passed to cloud-init as C(ssh_keys) with C(ssh_deletekeys=true).
-      - Never shown in output.
+      - Never shown in output, and handed to downburst in memory only; but downburst writes the user-data, these
+        private keys included, into the VM's cloud-init seed ISO (the volume C(cloud-init.SHORTNAME.iso) in the
+        vpshost's libvirt storage pool), which stays until the VM is destroyed.
     type: dict
   fetch_default_key:
     description: Let downburst fetch the Sepia lab's default key from the internet (otherwise C(--nokey)).
@@ -84,7 +89,9 @@ options:
     type: dict
     default: {}
   retries:
-    description: How many times a create that finds a leftover VM of the same name destroys it and tries again.
+    description:
+      - How many times a create that finds a leftover VM of the same name destroys it and tries again.
+      - V(0) never destroys a leftover (the create fails). A negative value is an error, before anything runs.
     type: int
     default: 3
 attributes:
@@ -95,7 +102,7 @@ attributes:
     support: none
     description: Returns no diff; check mode shows the commands and the meta-data instead.
 requirements:
-  - downburst on the vpshost
+  - downburst on the vpshost, a Linux host (the meta-data and user-data are C(memfd_create) files)
 notes:
   - Long creates should run with C(async) and C(poll), so that no SSH timeout cuts them.
 seealso:
@@ -145,12 +152,18 @@ stderr:
   description: downburst's standard error of the last command.
   returned: when run
   type: str
+rc:
+  description: The exit code of the command that failed.
+  returned: on failure of a downburst command
+  type: int
+command:
+  description:
+    - The create that failed, or the destroy of a leftover VM that failed, as a command line.
+  returned: on failure of a create
+  type: str
 """
 
-import os
 import shlex
-import shutil
-import tempfile
 from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
@@ -185,6 +198,7 @@ def main() -> None:
     try:
         name = downburst_utils.shortname(str(node.get("name", "")))
         downburst_utils.check_uri(params["libvirt_uri"])
+        downburst_utils.check_retries(params["retries"])
         executable, result["searched"] = downburst_utils.find_executable(params["executable"], module.get_bin_path, str(Path.home()))
         result["executable"] = executable
         if params["state"] == "present":
@@ -206,9 +220,9 @@ def main() -> None:
     except downburst_utils.DownburstError as error:
         module.fail_json(msg=f"{node.get('name')}: {error}", **result)
 
-    def run(argv: list[str]) -> tuple[int, str]:
+    def run(argv: list[str], pass_fds: tuple[int, ...] = ()) -> tuple[int, str]:
         result.setdefault("commands", []).append(argv)
-        rc, _out, err = module.run_command(argv)
+        rc, _out, err = module.run_command(argv, pass_fds=pass_fds)
         result["stderr"] = err
         return rc, err
 
@@ -222,35 +236,21 @@ def main() -> None:
         module.exit_json(changed=not downburst_utils.was_absent(err), **result)
 
     result["meta_data"] = meta
-    workdir = tempfile.mkdtemp(prefix="downburst-")  # mode 0700: user-data may hold private host keys
-    try:
-        meta_file, user_file = os.path.join(workdir, "meta-data.yaml"), os.path.join(workdir, "user-data.yaml")
-        with open(meta_file, "w") as f:
-            f.write(downburst_utils.meta_data_text(meta))
-        with open(user_file, "w") as f:
-            f.write(downburst_utils.user_data_text(user))
-        argv = downburst_utils.create_argv(executable, params["libvirt_uri"], name, meta_file, user_file, params["fetch_default_key"])
-        if module.check_mode:
-            module.exit_json(changed=True, commands=[argv], **result)
-        for attempt in range(1, params["retries"] + 2):
-            result["creates"] = attempt
-            rc, err = run(argv)
-            if rc == 0 or not downburst_utils.says_exists(err) or attempt > params["retries"]:
-                break
-            # A leftover VM of that name: destroy it and try again, as teuthology does.
-            destroy_rc, destroy_err = run(downburst_utils.destroy_argv(executable, params["libvirt_uri"], name))
-            if destroy_rc != 0:
-                err = destroy_err
-                break
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    if rc != 0:
-        module.fail_json(
-            msg=f"{node['name']}: downburst create failed (exit {rc}): {' '.join(downburst_utils.error_lines(err))}",
-            rc=rc,
-            command=shlex.join(argv),
-            **result,
-        )
+    # In memory, not in files: the user-data may hold private host keys, and a create killed at its
+    # async timeout could not remove a file; these go with the last process holding them.
+    files = (
+        downburst_utils.memory_file("meta-data", downburst_utils.meta_data_text(meta)),
+        downburst_utils.memory_file("user-data", downburst_utils.user_data_text(user)),
+    )
+    meta_file, user_file = (f"/dev/fd/{fd}" for fd in files)
+    argv = downburst_utils.create_argv(executable, params["libvirt_uri"], name, meta_file, user_file, params["fetch_default_key"])
+    if module.check_mode:
+        module.exit_json(changed=True, commands=[argv], **result)
+    destroy = downburst_utils.destroy_argv(executable, params["libvirt_uri"], name)
+    outcome = downburst_utils.create_with_retries(lambda command: run(command, files), argv, destroy, params["retries"])
+    result["creates"] = outcome.creates
+    if outcome.rc != 0:
+        module.fail_json(msg=f"{node['name']}: {outcome.error(name)}", rc=outcome.rc, command=shlex.join(outcome.argv), **result)
     module.exit_json(changed=True, **result)
 
 

@@ -6,17 +6,22 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
 from ansible_collections.teuthology.lab.plugins.module_utils.downburst import (
     CHECKOUT_SUBPATH,
+    CreateOutcome,
     DownburstError,
+    check_retries,
     checkout_candidates,
     create_argv,
     destroy_argv,
     error_lines,
     find_executable,
+    memory_file,
     meta_data,
     says_exists,
     shortname,
@@ -141,6 +146,23 @@ def test_error_lines_are_downburst_errors_else_the_tail():
     assert not says_exists("INFO: using /srv/exists/image.qcow2\nERROR: no space left\n")
 
 
+def test_retries_must_not_be_negative():
+    assert check_retries(0) == 0 and check_retries(3) == 3
+    with pytest.raises(DownburstError) as error:
+        check_retries(-1)
+    assert str(error.value) == "retries: -1 is negative; give 0 (never destroy a leftover VM) or more"
+
+
+def test_a_failed_destroy_of_a_leftover_is_not_reported_as_a_failed_create():
+    stderr = "DEBUG:downburst.destroy:Terminating the virtual machine\nERROR:downburst.cli:downburst destroy: permission denied\n"
+    destroy = destroy_argv("/opt/downburst", "qemu:///system", "vpm001")
+    assert CreateOutcome(1, 1, stderr, destroy, leftover_kept=True).error("vpm001") == (
+        "downburst create found a leftover VM vpm001, and destroying it failed (exit 1): "
+        "ERROR:downburst.cli:downburst destroy: permission denied (command: /opt/downburst -v -c qemu:///system destroy vpm001)")
+    create = create_argv("/opt/downburst", "qemu:///system", "vpm001", "m", "u", fetch_default_key=False)
+    assert CreateOutcome(1, 2, "ERROR: no space left\n", create).error("vpm001") == "downburst create failed (exit 2): ERROR: no space left"
+
+
 def test_was_absent_recognises_downburst_saying_no_vm():
     assert was_absent("DEBUG:downburst.destroy:No virtual machine found with name vpm001\n")
     assert not was_absent("ERROR: permission denied\n")
@@ -180,3 +202,19 @@ def test_checkout_candidates_in_teuthology_order_without_duplicates():
     assert checkout_candidates("/home/alice") == [f"/home/alice/{CHECKOUT_SUBPATH}", f"/home/ubuntu/{CHECKOUT_SUBPATH}",
                                                   f"/home/teuthology/{CHECKOUT_SUBPATH}"]
     assert checkout_candidates("/home/ubuntu") == [f"/home/ubuntu/{CHECKOUT_SUBPATH}", f"/home/teuthology/{CHECKOUT_SUBPATH}"]
+
+
+def test_memory_file_is_read_by_the_child_it_is_given_to_only():
+    text = "#cloud-config\n" + "x" * 100_000 + "\n"  # larger than a pipe's buffer
+    fd = memory_file("user-data", text)
+    # As downburst reads a user-data file: its first line, then from the start again.
+    reader = [sys.executable, "-c", "import sys; f = open(sys.argv[1]); f.readline(); f.seek(0); sys.stdout.write(f.read())"]
+    try:
+        for _attempt in range(2):  # a retried create opens it anew, from the start
+            given = subprocess.run([*reader, f"/dev/fd/{fd}"], pass_fds=(fd,), capture_output=True, text=True, check=False)
+            assert given.stdout == text, given.stderr
+        other = subprocess.run([*reader, f"/dev/fd/{fd}"], capture_output=True, text=True, check=False)
+        assert other.returncode != 0  # not inherited unless given
+        assert os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:user-data")  # in memory, no path on disk
+    finally:
+        os.close(fd)
