@@ -59,7 +59,7 @@ def _identical_request(db_url, barrier, results):
 
     lab = Lab(db_url)
     barrier.wait()
-    newly_locked, nodes = lab.lock(owner="alice@laptop", count=2, machine_types=["smithi"], description="run-1")
+    newly_locked, nodes, _ = lab.lock(owner="alice@laptop", count=2, machine_types=["smithi"], description="run-1")
     lab.close()
     results.put((newly_locked, [node["name"] for node in nodes]))
 
@@ -114,7 +114,7 @@ def test_a_caller_holding_candidates_does_not_cause_a_refusal(lab):
     holder = RowHolder(lab, names, 1.5)
     try:
         started = time.monotonic()
-        newly_locked, nodes = lab.lock(owner="alice@laptop", count=3, machine_types=["smithi"])
+        newly_locked, nodes, _ = lab.lock(owner="alice@laptop", count=3, machine_types=["smithi"])
         waited = time.monotonic() - started
     finally:
         holder.close()
@@ -129,7 +129,7 @@ def test_first_type_wins_over_rows_held_for_a_moment(lab):
     seed(lab, "mira", 2)
     holder = RowHolder(lab, smithi, 1.5)
     try:
-        newly_locked, _ = lab.lock(owner="alice@laptop", count=2, machine_types=["smithi", "mira"])
+        newly_locked = lab.lock(owner="alice@laptop", count=2, machine_types=["smithi", "mira"]).newly_locked
     finally:
         holder.close()
     assert newly_locked == smithi
@@ -150,7 +150,7 @@ def test_rows_freed_while_waiting_are_seen(db_url, lab):
 
         other = Lab(db_url)
         try:
-            outcome["locked"] = other.lock(owner="alice@laptop", count=2, machine_types=["smithi"])[0]
+            outcome["locked"] = other.lock(owner="alice@laptop", count=2, machine_types=["smithi"]).newly_locked
         except LabError as error:
             outcome["refused"] = str(error)
         other.close()

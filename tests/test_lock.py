@@ -10,6 +10,7 @@ from support.seed import seed, snapshot
 
 ALICE = "alice@laptop"
 BOB = "bob@desk"
+NO_LEASE_ENDED_NO_VMS = {"expired": 0, "creating": 0, "running": 0, "destroying": 0, "failed": 0}
 
 
 def test_lock_count_all_or_nothing_idempotent_and_unlock(db_url, lab):
@@ -210,8 +211,8 @@ def test_node_info_filters_and_summary(db_url, lab):
         ]
     )
     assert run.result("all")["summary"] == {
-        "smithi": {"total": 2, "up": 1, "locked": 0, "free": 1},
-        "vps": {"total": 4, "up": 4, "locked": 2, "free": 2},
+        "smithi": {"total": 2, "up": 1, "locked": 0, "free": 1, **NO_LEASE_ENDED_NO_VMS},
+        "vps": {"total": 4, "up": 4, "locked": 2, "free": 2, **NO_LEASE_ENDED_NO_VMS},
     }
     assert run.result("all")["changed"] is False
     assert [n["name"] for n in run.result("owner")["nodes"]] == vps[:2]

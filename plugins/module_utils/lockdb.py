@@ -30,10 +30,11 @@ import os
 import re
 import socket
 import traceback
+import uuid
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from ansible_collections.teuthology.lab.plugins.module_utils.host_keys import (
     HOST_RE,
@@ -62,7 +63,7 @@ else:
 DB_ENV = "TEUTHOLOGY_LAB_DB"
 OWNER_ENV = "TEUTHOLOGY_LAB_OWNER"
 DEFAULT_DB_PATH = "~/.local/share/teuthology-lab/lab.db"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SQLITE_BUSY_TIMEOUT = 60.0
 # Transactions that PostgreSQL aborts under contention and that are safe to re-run:
 # serialisation failure, deadlock, and a unique violation (two callers adding one
@@ -90,13 +91,21 @@ NODE_FIELDS = (
     "ssh_host",
     "ssh_port",
     "lease_expires",
+    "lock_token",
+    "vm_state",
+    "vm_job",
+    "vm_since",
 )
-# The fields an admin sets with teuthology.lab.node (locked_since follows locked).
-SETTABLE_FIELDS = tuple(f for f in NODE_FIELDS if f not in ("name", "locked_since"))
+# The fields an admin sets with teuthology.lab.node (locked_since and lock_token
+# follow locked, vm_since follows vm_state).
+SETTABLE_FIELDS = tuple(f for f in NODE_FIELDS if f not in ("name", "locked_since", "lock_token", "vm_since"))
+# What a VM slot's VM is doing (none: no VM); set by the downburst role as it goes.
+VM_STATES = ("creating", "running", "destroying", "failed")
 
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _OWNER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]*\Z")
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
+_LOCK_TOKEN_RE = re.compile(r"^[0-9a-f]{32}\Z")
 _LEASE_RE = re.compile(r"^\s*(\d{1,12})\s*([smhdw]?)\s*\Z")
 _LEASE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 MAX_LEASE = dt.timedelta(days=366)
@@ -238,7 +247,7 @@ def _parse_time(what: str, value: str | dt.datetime) -> dt.datetime:
     return parsed
 
 
-_TIME_FIELDS = ("locked_since", "lease_expires")
+_TIME_FIELDS = ("locked_since", "lease_expires", "vm_since")
 
 
 def node_dict(row: Any) -> dict[str, Any]:
@@ -247,6 +256,10 @@ def node_dict(row: Any) -> dict[str, Any]:
     for field in _TIME_FIELDS:
         node[field] = _iso(node[field])
     return node
+
+
+def new_lock_token() -> str:
+    return uuid.uuid4().hex
 
 
 def _type_lock_key(machine_type: str) -> int:
@@ -280,6 +293,12 @@ if HAS_SQLALCHEMY:
         sa.Column("ssh_host", sa.String(255)),
         sa.Column("ssh_port", sa.Integer),
         sa.Column("lease_expires", sa.DateTime),
+        # A lock's identity: new with every lock, gone with the unlock. A run's writes
+        # about its slot name it, so that a stale run cannot touch a new holder's slot.
+        sa.Column("lock_token", sa.String(32)),
+        sa.Column("vm_state", sa.String(16)),
+        sa.Column("vm_job", sa.String(255)),  # where the create runs: the vpshost's async job id
+        sa.Column("vm_since", sa.DateTime),
         # Equality on the first three, then name order: the next free nodes without a sort.
         sa.Index("ix_lab_nodes_pool", "machine_type", "locked", "up", "name"),
         sa.Index("ix_lab_nodes_locked_by", "locked_by"),
@@ -322,10 +341,20 @@ def _migrate_to_2(conn: Any) -> None:
         index.create(conn)
 
 
+def _migrate_to_3(conn: Any) -> None:
+    """Version 3 gives each lock a token and records the VM's state; locks
+    taken before it get a token of their own."""
+    for column in ("lock_token", "vm_state", "vm_job", "vm_since"):
+        ddl = nodes.c[column].type.compile(dialect=conn.dialect)
+        conn.execute(sa.text(f"ALTER TABLE lab_nodes ADD COLUMN {column} {ddl}"))
+    for (node_id,) in conn.execute(sa.select(nodes.c.id).where(nodes.c.locked.is_(True))).all():
+        conn.execute(nodes.update().where(nodes.c.id == node_id).values(lock_token=new_lock_token()))
+
+
 # Migrations from version N-1 to N, applied in order to an existing database
 # (a new database is created at SCHEMA_VERSION directly). Add a function and
 # raise SCHEMA_VERSION when the tables above change.
-MIGRATIONS: dict[int, Callable[[Any], None]] = {2: _migrate_to_2}
+MIGRATIONS: dict[int, Callable[[Any], None]] = {2: _migrate_to_2, 3: _migrate_to_3}
 
 
 class _Statements:
@@ -398,17 +427,19 @@ class _Statements:
             locked_since=param("lock_since", nodes.c.locked_since),
             description=param("lock_description", nodes.c.description),
             lease_expires=param("lock_lease", nodes.c.lease_expires),
+            lock_token=param("lock_token", nodes.c.lock_token),
             **new_os,
         )
         self.lock = lock.where(ids)
         self.release = (
             nodes.update()
             .where(ids)
-            .values(locked=False, locked_by=None, locked_since=None, description=None, lease_expires=None)
+            .values(locked=False, locked_by=None, locked_since=None, description=None, lease_expires=None, lock_token=None)
         )
+        self.extend = nodes.update().where(ids).values(lease_expires=param("new_lease", nodes.c.lease_expires))
         self.by_id = sa.select(nodes).where(ids)
         self.record = events.insert()
-        self.returning_update = {update: update.returning(*nodes.c) for update in (self.lock, self.release)}
+        self.returning_update = {update: update.returning(*nodes.c) for update in (self.lock, self.release, self.extend)}
         if dialect == "postgresql":
             # Take ``need`` free nodes, or none if fewer are free, in one statement
             # (one round trip under the type's lock), returning the OS they had.
@@ -693,10 +724,10 @@ class Lab:
         os_version: str | None = None,
         description: str | None = None,
         lease: str | int | None = None,
-    ) -> tuple[list[str], list[dict[str, Any]]]:
+    ) -> Locked:
         """Lock ``names``, or ``count`` free nodes of the first of
-        ``machine_types`` that has them all. Returns (the names this call
-        locked, every requested node the owner now holds)."""
+        ``machine_types`` that has them all. Locking ``names`` the owner holds
+        with a ``lease`` extends their lease."""
         check_owner(owner)
         for what, value in (("arch", arch), ("os_type", os_type), ("os_version", os_version)):
             if value is not None:
@@ -716,7 +747,7 @@ class Lab:
         types = split_list("machine_type", machine_types)
         return self._run(lambda conn: self._lock_count(conn, count, types, request))
 
-    def _lock_names(self, conn: Any, names: list[str], request: _LockRequest) -> tuple[list[str], list[dict[str, Any]]]:
+    def _lock_names(self, conn: Any, names: list[str], request: _LockRequest) -> Locked:
         rows = self._select_names(conn, names)
         for row in rows:
             if row.locked and row.locked_by != request.owner:
@@ -731,11 +762,25 @@ class Lab:
         held = [row for row in rows if row.locked and not request.os_differs(row)]
         held_ids = {row.id for row in held}
         taken = self._take(conn, [row for row in rows if row.id not in held_ids], request)
-        return [row.name for row in taken], _by_name([*held, *taken])
+        extended = self._extend(conn, held, request) if request.lease_seconds else []
+        extended_ids = {row.id for row in extended}
+        held = [row for row in held if row.id not in extended_ids]
+        return Locked([row.name for row in taken], _by_name([*held, *extended, *taken]), [row.name for row in extended])
 
-    def _lock_count(
-        self, conn: Any, count: int, types: list[str], request: _LockRequest
-    ) -> tuple[list[str], list[dict[str, Any]]]:
+    def _extend(self, conn: Any, rows: Sequence[Any], request: _LockRequest) -> list[Any]:
+        """A new lease, from now, for held rows; returns them as updated."""
+        if not rows:
+            return []
+        new_lease = _utcnow() + dt.timedelta(seconds=request.lease_seconds or 0)
+        history = [
+            {"node": row.name, "action": "extend", "actor": request.owner,
+             "details": {"lease_expires": [_iso(row.lease_expires), _iso(new_lease)]}}
+            for row in rows
+        ]
+        self._record(conn, history)
+        return self._update(conn, self.sql.extend, {"ids": [row.id for row in rows], "new_lease": new_lease})
+
+    def _lock_count(self, conn: Any, count: int, types: list[str], request: _LockRequest) -> Locked:
         if self.is_postgres:
             # Lockers of a type one after the other, each reading the pool as the
             # previous one left it; a fixed order, so that no two wait for each other.
@@ -747,13 +792,13 @@ class Lab:
         for machine_type in types:
             have = held.get(machine_type, [])
             if len(have) >= count:
-                return [], _by_name(have)
+                return Locked([], _by_name(have), [])
             need = count - len(have)
             # If short, the rows waited for may have been taken meanwhile (a lock by
             # name, an admin): a second statement sees every commit made since.
             taken = self._take_free(conn, machine_type, need, request) or self._take_free(conn, machine_type, need, request)
             if taken:
-                return [row.name for row in taken], _by_name([*have, *taken])
+                return Locked([row.name for row in taken], _by_name([*have, *taken]), [])
             shortfalls.append((machine_type, need, len(have), len(self._free(conn, machine_type, need, request))))
         raise LabError("; ".join(_shortfall_message(*shortfall, request) for shortfall in shortfalls))
 
@@ -814,6 +859,7 @@ class Lab:
             "lock_lease": now + dt.timedelta(seconds=request.lease_seconds) if request.lease_seconds else None,
             "lock_os_type": request.os_type,
             "lock_os_version": request.os_version,
+            "lock_token": new_lock_token(),
         }
 
     @staticmethod
@@ -848,16 +894,25 @@ class Lab:
         names: Sequence[str] | None = None,
         all_nodes: bool = False,
         force: bool = False,
+        lock_tokens: dict[str, str] | None = None,
     ) -> tuple[bool, list[dict[str, Any]]]:
         """Unlock ``names`` (or every node ``owner`` holds) in one transaction.
-        Returns (changed, the unlocked nodes as they were before)."""
+        Returns (changed, the unlocked nodes as they were before). With
+        ``lock_tokens`` ({name: token}), each named node must still hold that
+        lock: if any was unlocked or locked again since, nothing is unlocked."""
         check_owner(owner)
         names = split_list("names", names)
         if bool(names) == bool(all_nodes):
             raise LabError("names: give either names or all: true (not both, not neither)")
+        tokens = {check_token("lock_tokens", name): check_lock_token(token) for name, token in (lock_tokens or {}).items()}
+        if set(tokens) - set(names):
+            raise LabError(f"lock_tokens: {', '.join(sorted(set(tokens) - set(names)))} not among names")
 
         def unlock_in(conn: Any) -> tuple[bool, list[dict[str, Any]]]:
             rows = self._rows(conn, self.sql.owned_for_update, {"owner": owner}) if all_nodes else self._select_names(conn, names)
+            for row in rows:
+                if row.name in tokens:
+                    _check_lock_held(row.name, row, tokens[row.name])
             held = [row for row in rows if row.locked]
             for row in held:
                 if row.locked_by != owner and not force:
@@ -881,24 +936,37 @@ class Lab:
     # -- administration
 
     def set_node(
-        self, name: str, fields: dict[str, Any], *, actor: str, note: str | None = None
+        self, name: str, fields: dict[str, Any], *, actor: str, note: str | None = None, lock_token: str | None = None
     ) -> tuple[bool, dict[str, Any] | None, dict[str, Any]]:
         """Create node ``name`` or update the given fields (``None`` leaves a
         field alone, ``""`` clears it); ``note`` adds a history row of its own
-        (why a node went down, say). Returns (changed, before, after)."""
+        (why a node went down, say). Returns (changed, before, after).
+
+        A run writing about the slot it locked (keys, notes, up/down, VM state)
+        names its ``lock_token``: if the slot was unlocked or locked again
+        since, nothing changes and the error says the lock changed. Without a
+        token it is an admin's write, recorded as such (``admin: true``)."""
         check_token("name", name)
         check_owner(actor)
         values = _node_values(fields)
-        notes = [{"node": name, "action": "note", "actor": actor, "details": {"note": check_description(note)}}] if note else []
+        if lock_token is not None:
+            check_lock_token(lock_token)
+        signed = {"lock_token": lock_token} if lock_token else {"admin": True}
+        notes = [{"node": name, "action": "note", "actor": actor, "details": {"note": check_description(note), **signed}}] if note else []
 
         def set_in(conn: Any) -> tuple[bool, dict[str, Any] | None, dict[str, Any]]:
             row = conn.execute(sa.select(nodes).where(nodes.c.name == name).with_for_update()).first()
+            if lock_token is not None:
+                _check_lock_held(name, row, lock_token)
             if row is None:
                 if not values.get("machine_type"):
                     raise LabError(f"machine_type: required to add node {name}")
                 new = {"up": True, "locked": False, **values}
                 if new["locked"]:
                     new.setdefault("locked_since", _utcnow())
+                    new["lock_token"] = new_lock_token()
+                if new.get("vm_state"):
+                    new["vm_since"] = _utcnow()
                 _check_lock_fields(name, new)
                 # Two callers adding one name at once: the loser's insert is a unique
                 # violation on PostgreSQL, and the re-run (_run) finds the winner's row.
@@ -910,14 +978,17 @@ class Lab:
             changes = {k: v for k, v in values.items() if getattr(row, k) != v}
             if "locked" in changes:
                 changes["locked_since"] = _utcnow() if changes["locked"] else None
+                changes["lock_token"] = new_lock_token() if changes["locked"] else None
                 if not changes["locked"]:
                     changes.update(locked_by=None, description=None, lease_expires=None)
+            if "vm_state" in changes:
+                changes["vm_since"] = _utcnow()
             if not changes:
                 self._record(conn, notes)
                 return bool(notes), before, before
             _check_lock_fields(name, {**row._asdict(), **changes})
             conn.execute(nodes.update().where(nodes.c.id == row.id).values(**changes))
-            self._record(conn, [*notes, *_change_events(name, actor, before, changes)])
+            self._record(conn, [*notes, *_change_events(name, actor, before, changes, signed)])
             return True, before, self._nodes(conn, [name])[0]
 
         return self._run(set_in)
@@ -951,10 +1022,15 @@ class Lab:
         up: bool | None = None,
         vpshost: str | None = None,
         description: str | None = None,
+        expired: bool | None = None,
+        vm_states: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         """Nodes matching every filter given (``None`` matches anything), by name.
-        ``description`` matches a case-sensitive substring, on both databases."""
-        if names and not (machine_types or owner or vpshost or description) and locked is None and up is None:
+        ``description`` matches a case-sensitive substring, on both databases.
+        ``expired``: locked nodes whose lease has ended (or the others).
+        ``vm_states``: VM states to match, ``none`` for slots without a VM."""
+        others = (machine_types, owner, vpshost, description, vm_states)
+        if names and not any(others) and locked is None and up is None and expired is None:
             named = split_list("names", names)  # a lock server's read-back: the prebuilt statement
             return self._run(lambda conn: [node_dict(row) for row in self._rows(conn, self.sql.named, {"names": named})], write=False)
         conditions = []
@@ -975,6 +1051,18 @@ class Lab:
             # exact substring on each, with no wildcard to escape.
             position = sa.func.strpos if self.is_postgres else sa.func.instr
             conditions.append(position(nodes.c.description, check_description(description)) > 0)
+        if expired is not None:
+            ended = sa.and_(nodes.c.locked.is_(True), nodes.c.lease_expires <= _utcnow())
+            conditions.append(ended if expired else sa.not_(ended))
+        if vm_states:
+            wanted = split_list("vm_states", vm_states)
+            for state in wanted:
+                if state != "none" and state not in VM_STATES:
+                    raise LabError(f"vm_states: {state!r} is not a VM state ({', '.join(VM_STATES)}, none)")
+            matches = [nodes.c.vm_state.in_([w for w in wanted if w != "none"])]
+            if "none" in wanted:
+                matches.append(nodes.c.vm_state.is_(None))
+            conditions.append(sa.or_(*matches))
         return self._run(
             lambda conn: [node_dict(row) for row in conn.execute(sa.select(nodes).where(*conditions).order_by(nodes.c.name))],
             write=False,
@@ -1014,16 +1102,31 @@ def _unlock_event(row: Any, actor: str, force: bool) -> dict[str, Any]:
     return {"node": row.name, "action": "unlock", "actor": actor, "details": details}
 
 
-def summarize(node_list: Iterable[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    """Per machine_type counts of total / up / locked / free (``teuthology-lock --summary``)."""
+def summarize(node_list: Iterable[dict[str, Any]], now: dt.datetime | None = None) -> dict[str, dict[str, int]]:
+    """Per machine_type counts of total / up / locked / free (``teuthology-lock
+    --summary``), locks whose lease has ended (``expired``), and VMs per state."""
+    now = (now or _utcnow()).replace(tzinfo=dt.UTC)
     summary: dict[str, dict[str, int]] = {}
     for node in node_list:
-        counts = summary.setdefault(node["machine_type"], {"total": 0, "up": 0, "locked": 0, "free": 0})
+        counts = summary.setdefault(
+            node["machine_type"], {"total": 0, "up": 0, "locked": 0, "free": 0, "expired": 0, **dict.fromkeys(VM_STATES, 0)}
+        )
         counts["total"] += 1
         counts["up"] += bool(node["up"])
         counts["locked"] += bool(node["locked"])
         counts["free"] += bool(node["up"] and not node["locked"])
+        counts["expired"] += bool(node["locked"] and node["lease_expires"] and dt.datetime.fromisoformat(node["lease_expires"]) <= now)
+        if node.get("vm_state"):
+            counts[node["vm_state"]] += 1
     return dict(sorted(summary.items()))
+
+
+class Locked(NamedTuple):
+    """What a lock call did."""
+
+    newly_locked: list[str]  # the names it locked (VMs to install)
+    nodes: list[dict[str, Any]]  # every requested node the owner now holds
+    extended: list[str]  # the names whose lease it extended
 
 
 @dataclass(frozen=True)
@@ -1123,7 +1226,24 @@ def _node_value(field: str, value: Any) -> Any:
         return check_owner(str(value))
     if field in ("vpshost", "ssh_host"):
         return check_token(field, str(value), HOST_RE)
+    if field == "vm_state" and value not in VM_STATES:
+        raise LabError(f"vm_state: {value!r} is not a VM state ({', '.join(VM_STATES)}, or empty for none)")
     return check_token(field, str(value))
+
+
+def check_lock_token(value: str) -> str:
+    if not isinstance(value, str) or not _LOCK_TOKEN_RE.match(value):
+        raise LabError(f"lock_token: {value!r} is not a lock token (32 hexadecimal digits, from the node's lock)")
+    return value
+
+
+def _check_lock_held(name: str, row: Any, lock_token: str) -> None:
+    """The run that holds ``lock_token`` still holds the node's lock."""
+    if row is None:
+        raise LabError(f"names: unknown node {name}")
+    if not row.locked or row.lock_token != lock_token:
+        now = f"locked by {row.locked_by} since {_iso(row.locked_since)}" if row.locked else "free"
+        raise LabError(f"lock_token: the lock on {name} changed (it is {now}): it was unlocked or locked again since; nothing changed")
 
 
 def _check_lock_fields(name: str, row: dict[str, Any]) -> None:
@@ -1133,19 +1253,29 @@ def _check_lock_fields(name: str, row: dict[str, Any]) -> None:
         raise LabError(f"locked: node {name} has locked_by {row['locked_by']} but is not locked")
 
 
-def _change_events(name: str, actor: str, before: dict[str, Any], changes: dict[str, Any]) -> list[dict[str, Any]]:
-    """One history row per kind of change: up/down, lock/unlock, key, other fields."""
+def _change_events(
+    name: str, actor: str, before: dict[str, Any], changes: dict[str, Any], signed: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """One history row per kind of change: up/down, lock/unlock, key, VM
+    state, other fields; each signed by the lock token or as an admin's."""
     rows = []
     rest = dict(changes)
+    rest.pop("vm_since", None)
     if "up" in rest:
         rows.append({"action": "up" if rest.pop("up") else "down", "details": {}})
     if "locked" in rest:
         locked = rest.pop("locked")
         rest.pop("locked_since", None)
-        details = {"locked_by": rest.get("locked_by") if locked else before["locked_by"], "admin": True}
-        rows.append({"action": "lock" if locked else "unlock", "details": details})
+        rest.pop("lock_token", None)
+        holder = rest.get("locked_by") if locked else before["locked_by"]
+        rows.append({"action": "lock" if locked else "unlock", "details": {"locked_by": holder}})
     if "ssh_pub_key" in rest:
         rows.append({"action": "key", "details": {"old": before["ssh_pub_key"], "new": rest.pop("ssh_pub_key")}})
+    if "vm_state" in rest:
+        vm = {"vm_state": [before["vm_state"], rest.pop("vm_state")]}
+        if "vm_job" in rest:
+            vm["vm_job"] = [before["vm_job"], rest.pop("vm_job")]
+        rows.append({"action": "vm", "details": vm})
     if rest:
         rows.append({"action": "update", "details": {k: [before[k], _iso(v)] for k, v in rest.items()}})
-    return [{"node": name, "actor": actor, **row} for row in rows]
+    return [{"node": name, "actor": actor, **row, "details": {**row["details"], **signed}} for row in rows]

@@ -63,9 +63,9 @@ options:
     description:
       - How long the lock is meant to last, recorded as RV(teuthology.lab.node_info#module:nodes[].lease_expires);
         V(30m), V(4h), V(2d), V(1w) or a number of seconds, at most 366 days. Default is no expiry.
-      - An expired lease is not unlocked automatically (a VM may still run on the node); an admin frees it with the
-        playbook C(teuthology.lab.unlock) and C(force=true), which destroys the VM first (the module
-        M(teuthology.lab.unlock) alone would leave the VM running on a free slot).
+      - Locking O(names) the O(owner) already holds with a O(lease) extends it to this long from now (history event
+        C(extend)); RV(extended) names them.
+      - The reaper (playbook C(teuthology.lab.reap)) frees nodes whose lease has ended, destroying their VMs first.
     type: str
 attributes:
   check_mode:
@@ -121,6 +121,14 @@ locked:
   type: list
   elements: str
   sample: [vpm001.front.sepia.ceph.com, vpm002.front.sepia.ceph.com]
+extended:
+  description:
+    - The names of the nodes the owner held whose lease this call extended (O(names) with O(lease)); the new end is in
+      RV(nodes[].lease_expires).
+  returned: always
+  type: list
+  elements: str
+  sample: [vpm001.front.sepia.ceph.com]
 newly_locked:
   description:
     - The names of the nodes this call locked (not those the owner already held); VMs to provision.
@@ -155,7 +163,7 @@ def main() -> None:
     params = module.params
 
     def lock(lab):
-        newly_locked, nodes = lab.lock(
+        newly_locked, nodes, extended = lab.lock(
             owner=module.owner,
             names=params["names"],
             count=params["count"],
@@ -166,7 +174,13 @@ def main() -> None:
             description=params["description"],
             lease=params["lease"],
         )
-        return {"changed": bool(newly_locked), "nodes": nodes, "locked": [node["name"] for node in nodes], "newly_locked": newly_locked}
+        return {
+            "changed": bool(newly_locked or extended),
+            "nodes": nodes,
+            "locked": [node["name"] for node in nodes],
+            "newly_locked": newly_locked,
+            "extended": extended,
+        }
 
     module.run(lock)
 

@@ -11,7 +11,7 @@ description:
   - An admin's way to manage the lab's slots; physical machines and VM slots (C(vps), with O(vpshost)).
   - Sets only the fields given; an empty string clears a field (sets it to null).
   - Also the way a host key is recorded (O(ssh_pub_key)), after validation.
-  - Every change is recorded in the history; adding, changing, removing, a new key, up/down, lock/unlock.
+  - Every change is recorded in the history; adding, changing, removing, a new key, up/down, lock/unlock, VM state.
 version_added: 0.1.0
 author: teuthology.lab contributors (@teuthology-lab)
 extends_documentation_fragment:
@@ -82,10 +82,27 @@ options:
   lease_expires:
     description: When the lock's lease ends, ISO 8601 (e.g. V(2026-11-25T18:00:00Z)).
     type: str
+  vm_state:
+    description:
+      - What the VM of a C(vps) slot is doing; the role M(teuthology.lab.downburst) sets it as it goes, the reaper (playbook
+        C(teuthology.lab.reap)) reads it. An empty string clears it (no VM). Setting it records when (C(vm_since)).
+    type: str
+    choices: [creating, running, destroying, failed, ""]
+  vm_job:
+    description: Where the VM's create runs, the vpshost's async job id; an empty string clears it.
+    type: str
   note:
     description:
       - Add this text to the node's history (action C(note)), e.g. why it was taken down. Always a change.
     type: str
+  lock_token:
+    description:
+      - The token of the lock this write is about (RV(teuthology.lab.node_info#module:nodes[].lock_token)), as a run that locked
+        the node gives it. If the node was unlocked or locked again since, nothing changes and the task fails saying the
+        lock changed.
+      - Without it the write is an admin's, and the history says so (C(admin=true)).
+    type: str
+    no_log: false
 attributes:
   check_mode:
     support: full
@@ -133,9 +150,14 @@ node:
 """
 
 from ansible_collections.teuthology.lab.plugins.module_utils.lab_module import OWNER_ARGUMENT_SPEC, LabModule
-from ansible_collections.teuthology.lab.plugins.module_utils.lockdb import SETTABLE_FIELDS
+from ansible_collections.teuthology.lab.plugins.module_utils.lockdb import SETTABLE_FIELDS, VM_STATES
 
-_FIELD_TYPES = {"up": "bool", "locked": "bool", "ssh_port": "raw"}
+_FIELD_SPECS = {
+    "up": {"type": "bool"},
+    "locked": {"type": "bool"},
+    "ssh_port": {"type": "raw"},
+    "vm_state": {"type": "str", "choices": [*VM_STATES, ""]},
+}
 
 
 def main() -> None:
@@ -146,7 +168,8 @@ def main() -> None:
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
             "force": {"type": "bool", "default": False},
             "note": {"type": "str"},
-            **{field: {"type": _FIELD_TYPES.get(field, "str")} for field in SETTABLE_FIELDS},
+            "lock_token": {"type": "str", "no_log": False},
+            **{field: _FIELD_SPECS.get(field, {"type": "str"}) for field in SETTABLE_FIELDS},
         },
         supports_check_mode=True,
     )
@@ -158,7 +181,9 @@ def main() -> None:
             after = None
         else:
             fields = {field: params[field] for field in SETTABLE_FIELDS}
-            changed, before, after = lab.set_node(params["name"], fields, actor=module.owner, note=params["note"])
+            changed, before, after = lab.set_node(
+                params["name"], fields, actor=module.owner, note=params["note"], lock_token=params["lock_token"]
+            )
         return {"changed": changed, "node": after, "diff": {"before": before or {}, "after": after or {}}}
 
     module.run(apply)

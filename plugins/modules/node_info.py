@@ -40,6 +40,14 @@ options:
   description:
     description: Only nodes whose lock description contains this text (case-sensitive; C(%) and C(_) are plain characters).
     type: str
+  expired:
+    description: Only locked nodes whose lease has ended (V(true)), or only the others (V(false)).
+    type: bool
+  vm_state:
+    description: Only VM slots whose VM is in one of these states; V(none) for slots without a VM.
+    type: list
+    elements: str
+    choices: [creating, running, destroying, failed, none]
   history:
     description: Also return the history (RV(events)) of the nodes found.
     type: bool
@@ -100,11 +108,27 @@ nodes:
     ssh_host: {description: "Address to connect to instead of the name, or null.", type: str, returned: always}
     ssh_port: {description: "SSH port to connect to instead of 22, or null.", type: int, returned: always}
     lease_expires: {description: "When the lock's lease ends (ISO 8601, UTC), or null for no expiry.", type: str, returned: always}
+    lock_token:
+      description:
+        - "The lock's identity: new with every lock, null when free. A run's writes about its slot name it
+          (O(teuthology.lab.node#module:lock_token))."
+      type: str
+      returned: always
+    vm_state:
+      description: "What the slot's VM is doing: creating, running, destroying, failed, or null (no VM)."
+      type: str
+      returned: always
+    vm_job: {description: "Where the VM's create runs (the vpshost's async job id), or null.", type: str, returned: always}
+    vm_since: {description: "When vm_state last changed (ISO 8601, UTC), or null.", type: str, returned: always}
 summary:
-  description: Per machine type, counts of the nodes found; V(free) counts nodes that are up and not locked.
+  description:
+    - Per machine type, counts of the nodes found; V(free) counts nodes that are up and not locked, V(expired) locked
+      nodes whose lease has ended, and V(creating), V(running), V(destroying), V(failed) VMs in each state.
   returned: always
   type: dict
-  sample: {"smithi": {"total": 10, "up": 9, "locked": 4, "free": 5}, "vps": {"total": 8, "up": 8, "locked": 2, "free": 6}}
+  sample:
+    smithi: {"total": 10, "up": 9, "locked": 4, "free": 5, "expired": 1, "creating": 0, "running": 0, "destroying": 0, "failed": 0}
+    vps: {"total": 8, "up": 8, "locked": 2, "free": 6, "expired": 0, "creating": 1, "running": 1, "destroying": 0, "failed": 0}
 events:
   description: With O(history=true), the history of the nodes found, oldest first.
   returned: when O(history=true)
@@ -112,14 +136,17 @@ events:
   elements: dict
   contains:
     node: {description: The node's name., type: str, returned: always}
-    action: {description: "What happened: add, update, remove, key, up, down, lock, unlock, note.", type: str, returned: always}
+    action:
+      description: "What happened: add, update, remove, key, up, down, lock, extend, unlock, note, vm (VM state), reap."
+      type: str
+      returned: always
     actor: {description: Who did it (the owner or admin)., type: str, returned: always}
     time: {description: "When (ISO 8601, UTC).", type: str, returned: always}
     details: {description: What changed., type: dict, returned: always}
 """
 
 from ansible_collections.teuthology.lab.plugins.module_utils.lab_module import LabModule
-from ansible_collections.teuthology.lab.plugins.module_utils.lockdb import summarize
+from ansible_collections.teuthology.lab.plugins.module_utils.lockdb import VM_STATES, summarize
 
 
 def main() -> None:
@@ -132,6 +159,8 @@ def main() -> None:
             "up": {"type": "bool"},
             "vpshost": {"type": "str"},
             "description": {"type": "str"},
+            "expired": {"type": "bool"},
+            "vm_state": {"type": "list", "elements": "str", "choices": [*VM_STATES, "none"]},
             "history": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
@@ -147,6 +176,8 @@ def main() -> None:
             up=params["up"],
             vpshost=params["vpshost"],
             description=params["description"],
+            expired=params["expired"],
+            vm_states=params["vm_state"],
         )
         result = {"changed": False, "nodes": nodes, "summary": summarize(nodes)}
         if params["history"]:

@@ -33,6 +33,12 @@ options:
       - Unlock nodes even if someone other than O(owner) holds them. The history records who did it.
     type: bool
     default: false
+  lock_tokens:
+    description:
+      - The lock each named node must still hold, a mapping of node name to the token a lock returned
+        (RV(teuthology.lab.node_info#module:nodes[].lock_token)). If any of them was unlocked or locked again since, nothing
+        is unlocked and the task fails saying which lock changed; so a run never frees a slot someone else holds now.
+    type: dict
 attributes:
   check_mode:
     support: full
@@ -89,13 +95,16 @@ def main() -> None:
             "names": {"type": "list", "elements": "str"},
             "all": {"type": "bool", "default": False},
             "force": {"type": "bool", "default": False},
+            "lock_tokens": {"type": "dict", "no_log": False},
         },
         supports_check_mode=True,
     )
     params = module.params
 
     def unlock(lab):
-        changed, nodes = lab.unlock(owner=module.owner, names=params["names"], all_nodes=params["all"], force=params["force"])
+        changed, nodes = lab.unlock(
+            owner=module.owner, names=params["names"], all_nodes=params["all"], force=params["force"], lock_tokens=params["lock_tokens"]
+        )
         return {"changed": changed, "nodes": nodes, "unlocked": [node["name"] for node in nodes]}
 
     module.run(unlock)

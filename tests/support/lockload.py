@@ -76,7 +76,7 @@ def _worker(db_url: str, index: int, machine_types: list[str], max_count: int, s
     while time.monotonic() < deadline and report["cycles"] < MAX_CYCLES:
         count = rng.randint(1, max_count)
         try:
-            _, nodes = lab.lock(owner=owner, count=count, machine_types=machine_types)
+            nodes = lab.lock(owner=owner, count=count, machine_types=machine_types).nodes
         except LabError as error:
             report["refusals"].append(str(error))
             continue

@@ -102,17 +102,24 @@ def test_resolve_db_url_and_default_owner_follow_the_environment(monkeypatch):
     assert "@" in default_owner()  # USER@HOSTNAME, as teuthology does
 
 
-def test_summarize_counts_free_as_up_and_unlocked():
+def test_summarize_counts_free_expired_and_vm_states():
+    now = dt.datetime(2026, 11, 30, 12, 0)
+
+    def node(machine_type, up=True, locked=False, lease=None, vm_state=None):
+        return {"machine_type": machine_type, "up": up, "locked": locked, "lease_expires": lease, "vm_state": vm_state}
+
     nodes = [
-        {"machine_type": "vps", "up": True, "locked": False},
-        {"machine_type": "smithi", "up": True, "locked": True},
-        {"machine_type": "smithi", "up": False, "locked": False},
-        {"machine_type": "smithi", "up": True, "locked": False},
+        node("vps", vm_state="running", locked=True, lease="2026-11-30T11:59:00+00:00"),
+        node("vps", vm_state="failed"),
+        node("smithi", locked=True, lease="2026-11-30T12:01:00+00:00"),
+        node("smithi", up=False),
+        node("smithi"),
     ]
-    summary = summarize(nodes)
+    summary = summarize(nodes, now=now)
     assert list(summary) == ["smithi", "vps"]
-    assert summary["smithi"] == {"total": 3, "up": 2, "locked": 1, "free": 1}
-    assert summary["vps"] == {"total": 1, "up": 1, "locked": 0, "free": 1}
+    zero_vms = {"creating": 0, "running": 0, "destroying": 0, "failed": 0}
+    assert summary["smithi"] == {"total": 3, "up": 2, "locked": 1, "free": 1, "expired": 0, **zero_vms}
+    assert summary["vps"] == {"total": 2, "up": 2, "locked": 1, "free": 1, "expired": 1, **zero_vms, "running": 1, "failed": 1}
 
 
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
@@ -175,12 +182,12 @@ def test_lease_sets_the_expiry_and_check_mode_keeps_nothing(tmp_path, lab):
     lab.set_node("smithi001", {"machine_type": "smithi"}, actor=ADMIN)
     dry = Lab(lab.url, check_mode=True)
     try:
-        locked, nodes = dry.lock(owner="alice@laptop", names="smithi001", lease="2h")
+        locked, nodes, _ = dry.lock(owner="alice@laptop", names="smithi001", lease="2h")
         assert locked == ["smithi001"] and nodes[0]["locked_by"] == "alice@laptop"  # what would be locked ...
     finally:
         dry.close()
     assert lab.query(locked=True) == [] and [event["action"] for event in lab.history()] == ["add"]  # ... but is not
-    _locked, (node,) = lab.lock(owner="alice@laptop", names=["smithi001"], lease="2h")
+    (node,) = lab.lock(owner="alice@laptop", names=["smithi001"], lease="2h").nodes
     since, expires = (dt.datetime.fromisoformat(node[field]) for field in ("locked_since", "lease_expires"))
     assert expires - since == dt.timedelta(hours=2)
     assert since.tzinfo is not None  # ISO 8601 with an offset: UTC
