@@ -24,15 +24,14 @@ runs them with whatever Python a vpshost has.
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import hashlib
+import inspect
 import json
 import logging
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -143,14 +142,21 @@ def _kernel_package() -> str:
 
 
 def _inputs() -> dict[str, object]:
-    sources = _sources()
-    builder = hashlib.sha256(Path(__file__).read_bytes() + CUSTOMIZE_SCRIPT.read_bytes())
-    for path in sources:
+    # The builder: the customize hook, the code that runs mmdebstrap and makes the
+    # image, and a sources file if given (not the boot helpers: editing those
+    # must not cost a rebuild).
+    builder = hashlib.sha256(CUSTOMIZE_SCRIPT.read_bytes())
+    for function in (_mmdebstrap, _build):
+        builder.update(inspect.getsource(function).encode())
+    for path in _sources():
         builder.update(Path(path).read_bytes())
     return {
         "format": FORMAT,
         "suite": SUITE,
         "packages": list(PACKAGES),
+        "dpkg_options": list(DPKG_EXCLUDES),
+        "rootfs_bytes": ROOTFS_BYTES,
+        "root_label": ROOT_LABEL,
         "versions": _candidate_versions([*PACKAGES, _kernel_package(), "systemd", "initramfs-tools", "libc6"]),
         "builder_sha256": builder.hexdigest(),
     }
@@ -344,7 +350,7 @@ def qmp_command(socket_path: Path, command: str, arguments: dict[str, object] | 
         stream = s.makefile("rwb")
 
         def reply() -> dict[str, object]:
-            for _ in range(1000):  # asynchronous events may come before the reply
+            for _message_number in range(1000):  # asynchronous events may come before the reply
                 line = stream.readline()
                 if not line:
                     raise RuntimeError("QMP connection closed")
@@ -452,12 +458,6 @@ def _ssh_banner(address: str, port: int, timeout: float = 5.0) -> bool:
         return False
 
 
-def _die_with_parent() -> None:
-    """preexec_fn: the kernel kills QEMU when the test process dies, so no orphan VM keeps burning CPU."""
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -493,6 +493,9 @@ def boot_for_test(
     if len(str(qmp_socket)) > 100:  # sun_path is 108 bytes
         raise ValueError(f"path too long for a UNIX socket: {qmp_socket}")
     cmd = [
+        # The kernel kills QEMU when the test process dies (PR_SET_PDEATHSIG
+        # survives the exec), so no orphan VM keeps burning CPU.
+        "setpriv", "--pdeathsig", "KILL", "--",
         "qemu-system-x86_64",
         "-name", name,
         "-machine", "pc", "-accel", "tcg",
@@ -508,11 +511,10 @@ def boot_for_test(
         "-chardev", f"socket,id=qmp,path={_qemu_value(qmp_socket)},server=on,wait=off",
         "-mon", "chardev=qmp,mode=control",
     ]  # fmt: skip
-    if shutil.which(cmd[0]) is None:
-        raise RuntimeError("qemu-system-x86_64 missing (Debian package qemu-system-x86)")
+    _require_tools({"qemu-system-x86_64": "qemu-system-x86", "setpriv": "util-linux"})
     started = time.monotonic()
     with open(directory / "qemu.stderr", "wb") as stderr:
-        process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, preexec_fn=_die_with_parent)
+        process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr)
     vm = QemuVM(name, directory, port, process, console_log, qmp_socket, started)
     # The QMP socket appears once QEMU has parsed its options; fail fast on bad ones.
     deadline = time.monotonic() + 30
