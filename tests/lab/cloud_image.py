@@ -18,8 +18,9 @@ Done signal: when cloud-init's final stage has finished, the image prints
 ejects the seed CD-ROM, so its tray opens: QEMU's ``query-block`` (what
 downburst's ``--wait`` polls through libvirt) reports ``tray_open: true``.
 
-The helpers here use only the standard library and subprocess: the stand-in
-runs them with whatever Python a vpshost has.
+``make_seed_iso`` and ``make_overlay`` use only the standard library and
+subprocess (no other lab module), so the stand-in can call them, or carry
+copies, with whatever Python a vpshost has.
 """
 
 from __future__ import annotations
