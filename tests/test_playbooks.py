@@ -41,11 +41,14 @@ def test_lock_list_summary_unlock(db_url, lab, tmp_path):
     assert [n["name"] for n in run.result("Query the lock database")["nodes"]] == smithi[:2]
 
     run = play("summary.yml", db_url)
-    assert run.result("Show the summary")["msg"] == [
-        "TYPE          TOTAL     UP LOCKED   FREE",
-        "mira              2      2      0      2",
-        "smithi            3      3      2      1",
+    summary = run.result("Show the summary")["msg"]
+    assert summary[:3] == [
+        "TYPE          TOTAL     UP LOCKED   FREE  EXPIRED   VMS:NEW  RUNNING   FAILED",
+        "mira              2      2      0      2        0         0        0        0",
+        "smithi            3      3      2      1        0         0        0        0",
     ]
+    soonest = min(nodes.values(), key=lambda node: node["lease_expires"])
+    assert summary[3] == f"next lease to end: {soonest['name']} at {soonest['lease_expires']}"
 
     run = play("unlock.yml", db_url, f"names={smithi[0]}", owner="bob@desk")
     assert run.returncode != 0 and f"node {smithi[0]} is locked by alice@laptop" in run.output

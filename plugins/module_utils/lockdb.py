@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
+from ansible_collections.teuthology.lab.plugins.module_utils.downburst import DownburstError, shortname
 from ansible_collections.teuthology.lab.plugins.module_utils.host_keys import (
     HOST_RE,
     HostKeyError,
@@ -724,10 +725,12 @@ class Lab:
         os_version: str | None = None,
         description: str | None = None,
         lease: str | int | None = None,
+        extend_only: bool = False,
     ) -> Locked:
         """Lock ``names``, or ``count`` free nodes of the first of
         ``machine_types`` that has them all. Locking ``names`` the owner holds
-        with a ``lease`` extends their lease."""
+        with a ``lease`` extends their lease; ``extend_only`` requires every
+        name to be held already (it extends, and locks nothing)."""
         check_owner(owner)
         for what, value in (("arch", arch), ("os_type", os_type), ("os_version", os_version)):
             if value is not None:
@@ -735,11 +738,13 @@ class Lab:
         if description is not None:
             check_description(description)
         request = _LockRequest(owner, arch, os_type, os_version, description, parse_lease(lease))
+        if extend_only and not (names and request.lease_seconds):
+            raise LabError("extend: needs names and a lease")
         if names:
             names = split_list("names", names)
             if count is not None or machine_types:
                 raise LabError("names: give either names, or count with machine_type, not both")
-            return self._run(lambda conn: self._lock_names(conn, names, request))
+            return self._run(lambda conn: self._lock_names(conn, names, request, extend_only))
         if count is None or not machine_types:
             raise LabError("lock needs names, or count with machine_type")
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
@@ -747,11 +752,13 @@ class Lab:
         types = split_list("machine_type", machine_types)
         return self._run(lambda conn: self._lock_count(conn, count, types, request))
 
-    def _lock_names(self, conn: Any, names: list[str], request: _LockRequest) -> Locked:
+    def _lock_names(self, conn: Any, names: list[str], request: _LockRequest, extend_only: bool = False) -> Locked:
         rows = self._select_names(conn, names)
         for row in rows:
             if row.locked and row.locked_by != request.owner:
                 raise LabError(f"names: node {row.name} is locked by {row.locked_by}")
+            if extend_only and not row.locked:
+                raise LabError(f"names: node {row.name} is not locked by {request.owner}: only a held lock is extended")
             if not row.locked and not row.up:
                 raise LabError(f"names: node {row.name} is down")
             mismatch = request.mismatch(row)
@@ -968,6 +975,7 @@ class Lab:
                 if new.get("vm_state"):
                     new["vm_since"] = _utcnow()
                 _check_lock_fields(name, new)
+                self._check_vm_name(conn, name, new.get("vpshost"))
                 # Two callers adding one name at once: the loser's insert is a unique
                 # violation on PostgreSQL, and the re-run (_run) finds the winner's row.
                 conn.execute(nodes.insert().values(name=name, **new))
@@ -987,11 +995,32 @@ class Lab:
                 self._record(conn, notes)
                 return bool(notes), before, before
             _check_lock_fields(name, {**row._asdict(), **changes})
+            if "vpshost" in changes:
+                self._check_vm_name(conn, name, changes["vpshost"])
             conn.execute(nodes.update().where(nodes.c.id == row.id).values(**changes))
             self._record(conn, [*notes, *_change_events(name, actor, before, changes, signed)])
             return True, before, self._nodes(conn, [name])[0]
 
         return self._run(set_in)
+
+    def _check_vm_name(self, conn: Any, name: str, vpshost: str | None) -> None:
+        """A VM slot's VM is named by the slot's short name, and downburst destroy
+        deletes every volume of its vpshost whose name starts with that name: no
+        slot's short name on one vpshost may start with another's."""
+        if not vpshost:
+            return
+        try:
+            mine = shortname(name)
+        except DownburstError as error:
+            raise LabError(str(error)) from None
+        others = conn.execute(sa.select(nodes.c.name).where(nodes.c.vpshost == vpshost, nodes.c.name != name)).scalars()
+        for other in others:
+            theirs = other.split(".", 1)[0]
+            if mine.startswith(theirs) or theirs.startswith(mine):
+                raise LabError(
+                    f"name: the VM names {mine} ({name}) and {theirs} ({other}) on vpshost {vpshost} collide: downburst "
+                    f"destroy of one deletes the volumes of the other (those whose names start with its name)"
+                )
 
     def remove_node(self, name: str, *, actor: str, force: bool = False) -> tuple[bool, dict[str, Any] | None]:
         check_token("name", name)
