@@ -9,9 +9,9 @@ import pytest
 
 from support.ansible_run import BIN, REPO, ansible_env
 
-DB_MODULES = ["lock", "unlock", "node", "node_info"]
-MODULES = [*DB_MODULES, "keyscan", "host_key_pairs", "downburst"]
-PLAYBOOKS = ["lock", "unlock", "list", "summary", "list_targets", "update_keys", "libvirt_aliases"]
+DB_MODULES = ["lock", "unlock", "node", "node_info", "reap"]
+MODULES = [*DB_MODULES, "keyscan", "host_key_pairs", "downburst", "vm_domains"]
+PLAYBOOKS = ["lock", "unlock", "list", "summary", "list_targets", "update_keys", "libvirt_aliases", "extend", "reap"]
 
 
 @pytest.fixture(scope="module")

@@ -408,6 +408,8 @@ class _Statements:
                 nodes.c.machine_type == param("machine_type", nodes.c.machine_type),
                 nodes.c.up.is_(True),
                 nodes.c.locked.is_(False),
+                # A free slot whose VM is not gone yet (the reaper destroying it) is not handed out.
+                nodes.c.vm_state.is_(None),
                 *(optional_equal(field, nodes.c[field]) for field in ("arch", "os_type", "os_version")),
             )
             .order_by(nodes.c.name)
@@ -761,6 +763,8 @@ class Lab:
                 raise LabError(f"names: node {row.name} is not locked by {request.owner}: only a held lock is extended")
             if not row.locked and not row.up:
                 raise LabError(f"names: node {row.name} is down")
+            if not row.locked and row.vm_state:
+                raise LabError(f"names: node {row.name} is free but its VM is {row.vm_state} (playbooks/reap.yml cleans it up)")
             mismatch = request.mismatch(row)
             if mismatch:
                 raise LabError(f"names: node {row.name} {mismatch}")
@@ -1039,6 +1043,55 @@ class Lab:
 
         return self._run(remove_in)
 
+    # -- the reaper
+
+    def claim_for_reaping(
+        self, name: str, *, actor: str, lock_token: str | None, vm_state: str | None, reason: str
+    ) -> dict[str, Any] | None:
+        """Mark the VM of node ``name`` as being destroyed by the reaper, if the
+        node is still as the reaper found it: the same lock (``lock_token``,
+        None for a free slot) and the same ``vm_state``. Returns the node as
+        claimed, or None if it changed meanwhile (nothing is changed then). A
+        claimed free slot is not handed out (the lock rules take only slots
+        without a VM state) until its VM is gone."""
+        check_token("name", name)
+        check_owner(actor)
+        if lock_token is not None:
+            check_lock_token(lock_token)
+        details = {"step": "destroy", "reason": check_description(reason)}
+
+        def claim_in(conn: Any) -> dict[str, Any] | None:
+            row = conn.execute(sa.select(nodes).where(nodes.c.name == name).with_for_update()).first()
+            if row is None or row.lock_token != lock_token or row.vm_state != (vm_state or None):
+                return None
+            conn.execute(nodes.update().where(nodes.c.id == row.id).values(vm_state="destroying", vm_since=_utcnow()))
+            self._record(conn, [{"node": name, "action": "reap", "actor": actor, "details": details}])
+            return self._nodes(conn, [name])[0]
+
+        return self._run(claim_in)
+
+    def release_reaped(self, reaped: dict[str, str], *, actor: str, reason: dict[str, str]) -> list[dict[str, Any]]:
+        """Unlock nodes whose VMs the reaper destroyed ({name: lock token}),
+        each only if it still holds that lock; history events ``reap`` (why)
+        and ``unlock``. Returns the unlocked nodes as they were before."""
+        check_owner(actor)
+        tokens = {check_token("names", name): check_lock_token(token) for name, token in reaped.items()}
+
+        def release_in(conn: Any) -> list[dict[str, Any]]:
+            rows = [row for row in self._select_names(conn, sorted(tokens)) if row.locked and row.lock_token == tokens[row.name]]
+            self._record(
+                conn,
+                (
+                    {"node": row.name, "action": "reap", "actor": actor,
+                     "details": {"step": "unlock", "reason": check_description(reason[row.name]), "locked_by": row.locked_by}}
+                    for row in rows
+                ),
+            )
+            self._release(conn, rows, actor, force=True)
+            return [node_dict(row) for row in rows]
+
+        return self._run(release_in) if tokens else []
+
     # -- queries
 
     def query(
@@ -1133,7 +1186,8 @@ def _unlock_event(row: Any, actor: str, force: bool) -> dict[str, Any]:
 
 def summarize(node_list: Iterable[dict[str, Any]], now: dt.datetime | None = None) -> dict[str, dict[str, int]]:
     """Per machine_type counts of total / up / locked / free (``teuthology-lock
-    --summary``), locks whose lease has ended (``expired``), and VMs per state."""
+    --summary``; free: what a lock can take, up, unlocked and without a VM
+    state), locks whose lease has ended (``expired``), and VMs per state."""
     now = (now or _utcnow()).replace(tzinfo=dt.UTC)
     summary: dict[str, dict[str, int]] = {}
     for node in node_list:
@@ -1143,7 +1197,7 @@ def summarize(node_list: Iterable[dict[str, Any]], now: dt.datetime | None = Non
         counts["total"] += 1
         counts["up"] += bool(node["up"])
         counts["locked"] += bool(node["locked"])
-        counts["free"] += bool(node["up"] and not node["locked"])
+        counts["free"] += bool(node["up"] and not node["locked"] and not node.get("vm_state"))
         counts["expired"] += bool(node["locked"] and node["lease_expires"] and dt.datetime.fromisoformat(node["lease_expires"]) <= now)
         if node.get("vm_state"):
             counts[node["vm_state"]] += 1
