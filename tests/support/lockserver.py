@@ -1,0 +1,134 @@
+"""The lock server as a user runs it (``make lock-server BIND=127.0.0.1:PORT``,
+the database in ``TEUTHOLOGY_LAB_DB``), and a client of its paddles API that
+sends teuthology's own request bodies (without a Content-Type where
+teuthology sends none) over one keep-alive connection.
+
+``LockServer(db, app=...)`` serves another WSGI app instead, through the
+same gunicorn command line (``make lock-server LOCK_SERVER_APP=...``): how the
+tests show that each of them fails against a server that misbehaves.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from typing import Any
+
+from support.ansible_run import REPO
+from support.pgserver import free_port
+
+START_TIMEOUT = 120  # make deps (a no-op once done) and gunicorn's boot
+
+
+class LockServer:
+    """``make lock-server`` on a free loopback port, stopped with SIGTERM."""
+
+    def __init__(self, db_url: str, *, app: str | None = None, workers: int | None = None) -> None:
+        self.db_url = db_url
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.app = app
+        self.workers = workers
+        self.log = tempfile.NamedTemporaryFile(prefix="tlab-lock-server-", suffix=".log", delete=False)  # noqa: SIM115
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> LockServer:
+        argv = ["make", "--no-print-directory", "lock-server", f"BIND=127.0.0.1:{self.port}"]
+        if self.app:
+            argv.append(f"LOCK_SERVER_APP={self.app}")
+        if self.workers:
+            argv.append(f"LOCK_SERVER_WORKERS={self.workers}")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TEUTHOLOGY_LAB_", "MAKE"))}
+        env["TEUTHOLOGY_LAB_DB"] = self.db_url
+        self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"make lock-server exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                with PaddlesClient(self.url) as client:
+                    if client.request("GET", "/nodes/machine_types/")[0] == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise AssertionError(f"the lock server did not answer in {START_TIMEOUT} s:\n{self.output()}")
+
+    def stop(self) -> int | None:
+        """SIGTERM to make (which passes it on to gunicorn); gunicorn's exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        return self.proc.returncode
+
+    def output(self) -> str:
+        with open(self.log.name, errors="replace") as log:
+            return log.read()
+
+    def __enter__(self) -> LockServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        os.unlink(self.log.name)
+
+
+class PaddlesClient:
+    """paddles' /nodes/ API over one HTTP/1.1 connection, with the request
+    bodies and headers of teuthology/lock/ops.py and query.py."""
+
+    def __init__(self, url: str, timeout: float = 120) -> None:
+        parsed = http.client.urlsplit(url)
+        self.prefix = parsed.path.rstrip("/")
+        self.conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=timeout)
+
+    def request(self, method: str, path: str, body: Any = None, content_type: str | None = None) -> tuple[int, Any]:
+        """(status, the JSON answer, or the text when it is not JSON)."""
+        headers = {"Content-Type": content_type} if content_type else {}
+        data = json.dumps(body) if body is not None and not isinstance(body, (str, bytes)) else body
+        self.conn.request(method, self.prefix + path, body=data, headers=headers)
+        response = self.conn.getresponse()
+        text = response.read().decode()
+        try:
+            return response.status, json.loads(text)
+        except ValueError:
+            return response.status, text
+
+    # teuthology.lock.ops.lock_many: Content-Type application/json
+    def lock_many(self, owner: str, count: int, machine_type: str, description: str | None, **filters: str) -> tuple[int, Any]:
+        body = {"locked_by": owner, "count": count, "machine_type": machine_type, "description": description, **filters}
+        return self.request("POST", "/nodes/lock_many/", body, "application/json")
+
+    # teuthology.lock.query.get_status: no body
+    def get_status(self, name: str) -> tuple[int, Any]:
+        return self.request("GET", f"/nodes/{name}/")
+
+    # teuthology.lock.ops.unlock_many: Content-Type application/json
+    def unlock_many(self, names: list[str], owner: str) -> tuple[int, Any]:
+        return self.request("POST", "/nodes/unlock_many/", {"locked_by": owner, "names": names}, "application/json")
+
+    # teuthology.lock.ops.lock_one / unlock_one: requests.put(uri, json.dumps(...)), no Content-Type
+    def lock_one(self, name: str, owner: str, description: str | None, locked: bool = True) -> tuple[int, Any]:
+        body = {"name": name, "locked": locked, "locked_by": owner, "description": description}
+        return self.request("PUT", f"/nodes/{name}/lock/", json.dumps(body))
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> PaddlesClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
