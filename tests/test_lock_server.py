@@ -16,17 +16,13 @@ the way it guards against and shows that it fails there.
 from __future__ import annotations
 
 import re
-import textwrap
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
-from support.lockserver import LockServer, PaddlesClient
+from support.lockserver import LockServer, PaddlesClient, Served, serve
 from support.seed import ADMIN, seed
-from support.teuthology_venv import run_teuthology
 
 ALICE = "alice@laptop"
 BOB = "bob@desk"
@@ -34,48 +30,8 @@ SCHEDULED = "scheduled_teuthworker@teuthology"
 ARCHIVE = "/home/teuthworker/archive/teuthology-2026-11-30_12:00:00-rados-main-distro-default-smithi/{}"
 PADDLES_KEYS = {"name", "description", "up", "machine_type", "is_vm", "vm_host", "os_type", "os_version", "arch",
                 "locked", "locked_since", "locked_by", "mac_address", "ssh_pub_key"}
-SHORT_KEYS = {"name", "locked", "locked_by", "machine_type", "is_vm"}
 LOCKED_SINCE_RE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}\Z")
 ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
-
-# Before anything else: teuthology patches the standard library with gevent when imported.
-PRELUDE = """\
-import teuthology
-import argparse, json, sys, time
-from teuthology.lock import ops, query
-ops.stop_node = lambda name, status=None: None  # powers off or SSHes into a machine: there is none here
-args = json.load(sys.stdin)
-out = {}
-"""
-
-
-@dataclass
-class Served:
-    """A lock server on a lab database, and that database's Lab for seeding and checking."""
-
-    url: str
-    lab: Any
-    server: LockServer
-
-    def client(self) -> PaddlesClient:
-        return PaddlesClient(self.url)
-
-    def teuthology(self, code: str, **args: Any) -> dict[str, Any]:
-        """Run ``code`` with teuthology's lock_server pointing at this server; it fills ``out``."""
-        config = {"lock_server": self.url, "results_server": "http://127.0.0.1:9/"}
-        return run_teuthology(PRELUDE + textwrap.dedent(code) + "\nprint(json.dumps(out))", args, config=config)
-
-
-def serve(db_url: str, app: str | None = None):
-    """A Served for the database at db_url (created on the way), stopped at the end."""
-    from ansible_collections.teuthology.lab.plugins.module_utils.lockdb import Lab
-
-    lab = Lab(db_url)
-    try:
-        with LockServer(db_url, app=app) as server:
-            yield Served(server.url, lab, server)
-    finally:
-        lab.close()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

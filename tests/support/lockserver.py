@@ -1,7 +1,9 @@
 """The lock server as a user runs it (``make lock-server BIND=127.0.0.1:PORT``,
 the database in ``TEUTHOLOGY_LAB_DB``), and a client of its paddles API that
 sends teuthology's own request bodies (without a Content-Type where
-teuthology sends none) over one keep-alive connection.
+teuthology sends none) over one keep-alive connection; ``serve`` gives both
+with the database's ``Lab``, and runs teuthology's own client code against
+the server (``Served.teuthology``).
 
 ``LockServer(db, app=...)`` serves another WSGI app instead, through the
 same gunicorn command line (``make lock-server LOCK_SERVER_APP=...``): how the
@@ -16,13 +18,27 @@ import os
 import signal
 import subprocess
 import tempfile
+import textwrap
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from support.ansible_run import REPO
+from support.ansible_run import REPO, SUPPORT
 from support.pgserver import free_port
+from support.teuthology_venv import run_teuthology
 
 START_TIMEOUT = 120  # make deps (a no-op once done) and gunicorn's boot
+
+# Before anything else: teuthology patches the standard library with gevent when imported.
+PRELUDE = """\
+import teuthology
+import argparse, json, sys, time
+from teuthology.lock import ops, query
+ops.stop_node = lambda name, status=None: None  # powers off or SSHes into a machine: there is none here
+args = json.load(sys.stdin)
+out = {}
+"""
 
 
 class LockServer:
@@ -45,6 +61,8 @@ class LockServer:
             argv.append(f"LOCK_SERVER_WORKERS={self.workers}")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TEUTHOLOGY_LAB_", "MAKE"))}
         env["TEUTHOLOGY_LAB_DB"] = self.db_url
+        if self.app:
+            env["PYTHONPATH"] = str(SUPPORT.parent)  # the app is one of tests/support's
         self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
@@ -132,3 +150,32 @@ class PaddlesClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass
+class Served:
+    """A lock server on a lab database, and that database's Lab for seeding and checking."""
+
+    url: str
+    lab: Any
+    server: LockServer
+
+    def client(self) -> PaddlesClient:
+        return PaddlesClient(self.url)
+
+    def teuthology(self, code: str, **args: Any) -> dict[str, Any]:
+        """Run ``code`` with teuthology's lock_server pointing at this server; it fills ``out``."""
+        config = {"lock_server": self.url, "results_server": "http://127.0.0.1:9/"}
+        return run_teuthology(PRELUDE + textwrap.dedent(code) + "\nprint(json.dumps(out))", args, config=config)
+
+
+def serve(db_url: str, app: str | None = None) -> Iterator[Served]:
+    """A Served for the database at db_url (created on the way), stopped at the end."""
+    from ansible_collections.teuthology.lab.plugins.module_utils.lockdb import Lab
+
+    lab = Lab(db_url)
+    try:
+        with LockServer(db_url, app=app) as server:
+            yield Served(server.url, lab, server)
+    finally:
+        lab.close()
