@@ -9,9 +9,9 @@ import pytest
 
 from support.ansible_run import BIN, REPO, ansible_env
 
-DB_MODULES = ["lock", "unlock", "node", "node_info"]
+DB_MODULES = ["lock", "unlock", "node", "node_info", "import_paddles"]
 MODULES = [*DB_MODULES, "keyscan", "host_key_pairs", "downburst"]
-PLAYBOOKS = ["lock", "unlock", "list", "summary", "list_targets", "update_keys", "libvirt_aliases"]
+PLAYBOOKS = ["lock", "unlock", "list", "summary", "list_targets", "update_keys", "libvirt_aliases", "import_paddles"]
 
 
 @pytest.fixture(scope="module")

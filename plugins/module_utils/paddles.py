@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ansible_collections.teuthology.lab.plugins.module_utils.host_keys import HostKeyError, target_host_key
-from ansible_collections.teuthology.lab.plugins.module_utils.lockdb import LabError
+from ansible_collections.teuthology.lab.plugins.module_utils.lockdb import LabError, check_node_fields, check_token
 
 PADDLES_FIELDS = (
     "name",
@@ -183,3 +183,23 @@ def parse_count(what: str, value: Any) -> int:
     if value < 1:
         raise LabError("cannot lock less than 1 node")
     return int(value)
+
+
+def imported_node(obj: Any) -> tuple[str, dict[str, Any], dt.datetime | None]:
+    """A node object of paddles' ``GET /nodes/`` as the lab's ``set_node``
+    takes it: (name, every field, null ones as ``""`` to clear them; the time
+    it was locked). A lock is kept as it is: owner, description, time.
+    Validated as the engine validates a node's fields."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
+        raise LabError(f"node: {str(obj)[:80]!r} is not a paddles node object (no name)")
+    name = check_token("name", obj["name"])
+    fields = fields_from_paddles(obj)
+    if not fields.get("machine_type"):
+        raise LabError("machine_type: none (the lab needs one per node)")
+    fields["up"] = bool(fields.get("up"))  # null (never picked by paddles): out of the pool
+    fields["locked"] = bool(parse_bool("locked", obj.get("locked")))
+    fields["locked_by"] = obj.get("locked_by") if fields["locked"] else None
+    since = parse_paddles_time("locked_since", obj["locked_since"]) if fields["locked"] and obj.get("locked_since") else None
+    fields = {field: "" if value is None else value for field, value in fields.items()}
+    check_node_fields(fields)
+    return name, fields, since
