@@ -41,6 +41,7 @@ def installed(tmp_path_factory):
     ("teuthology.lab.targets", "filter", "recorded SSH host keys"),
     ("teuthology.lab.locks", "inventory", "host_key_mode"),
     ("teuthology.lab.downburst", "role", "downburst_host_keys"),
+    ("teuthology.lab.lock_server", "role", "lock_server_bind"),
 ])
 def test_ansible_doc_renders_without_warnings(installed, plugin, kind, title):
     proc = subprocess.run(
