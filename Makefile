@@ -57,14 +57,15 @@ demo: deps
 
 # teuthology's lock_server (paddles' /nodes/ API) on BIND, in the foreground, for the database
 # TEUTHOLOGY_LAB_DB names (as the modules resolve it; unset: the embedded SQLite file). exec: gunicorn
-# is the recipe's process, so Ctrl-C and a SIGTERM that make passes on stop it (gracefully).
+# is the recipe's process, so Ctrl-C and a SIGTERM that make passes on stop it (gracefully). gthread
+# workers of one thread: one request at a time per process (one Lab each), and kept-alive connections.
 # LOCK_SERVER_APP: another app to serve the same way (the tests' misbehaving servers).
 BIND ?= 127.0.0.1:8080
 LOCK_SERVER_WORKERS ?= $(shell nproc)
 LOCK_SERVER_APP ?= ansible_collections.teuthology.lab.plugins.module_utils.lock_server:create_app()
 lock-server: deps
-	exec $(BIN)/gunicorn --bind '$(BIND)' --workers $(LOCK_SERVER_WORKERS) --no-control-socket \
-	  --pythonpath .cache/collections '$(LOCK_SERVER_APP)'
+	exec $(BIN)/gunicorn --bind '$(BIND)' --workers $(LOCK_SERVER_WORKERS) --worker-class gthread --threads 1 \
+	  --no-control-socket --pythonpath .cache/collections '$(LOCK_SERVER_APP)'
 
 bench: deps
 	$(BIN)/python bench/lock_throughput.py

@@ -1,5 +1,5 @@
-"""The lock server speaks paddles' /nodes/ API as teuthology uses it
-(/work/shared/paddles-api.md), on SQLite and PostgreSQL, served by gunicorn
+"""The lock server speaks paddles' /nodes/ API as teuthology uses it (the
+README's *Lock server* section), on SQLite and PostgreSQL, served by gunicorn
 as ``make lock-server`` starts it.
 
 teuthology's own client code (teuthology 1.3.0: teuthology.lock.ops and

@@ -17,8 +17,7 @@ place of the lock rules) and writes the answer in paddles' wire format
 state that forbids the request 403 (teuthology's unlock stops retrying only
 on 403), too few free nodes 503 ``only N nodes available``, a database
 failure 503, bad input 400; every error body is ``{"message": ...}``.
-``/work/shared/paddles-api.md`` in the project's shared notes, and the
-README's *Lock server* section, say where this differs from paddles.
+The README's *Lock server* section says where this differs from paddles.
 """
 
 from __future__ import annotations
