@@ -133,7 +133,7 @@ def in_process(app: Any, requests: int) -> float:
     started = time.perf_counter()
     for i in range(requests):
         method, path, body = REQUESTS[i % 3]
-        for _ in app(environ(method, path, body), start_response):
+        for _chunk in app(environ(method, path, body), start_response):
             pass
     return (time.perf_counter() - started) / requests * 1e6
 

@@ -286,10 +286,8 @@ def check_paths(served: Served, kind: str) -> None:
     slash work; the action URIs refuse other methods with paddles' 400; every error body is {"message": ...}."""
     (node,) = seed(served.lab, kind, 1)
     with served.client() as client:
-        status, _ = client.request("GET", f"/nodes?machine_type={kind}")
-        assert status == 302
-        status, _ = client.request("GET", f"/nodes/{node}")
-        assert status == 302
+        assert client.request("GET", f"/nodes?machine_type={kind}")[0] == 302
+        assert client.request("GET", f"/nodes/{node}")[0] == 302
         status, answer = client.request("PUT", f"/nodes/{node}/lock", {"locked": True, "locked_by": ALICE, "description": None})
         assert status == 200 and answer["locked"] is True
         status, answer = client.request("POST", "/nodes/unlock_many", {"names": [node], "locked_by": ALICE})

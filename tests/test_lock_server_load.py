@@ -77,12 +77,13 @@ def check_whole_pool_race(served: Served, kind: str = "smithi") -> None:
     procs = [ctx.Process(target=_race, args=(served.url, kind, barrier, results, i)) for i in range(RACERS)]
     for proc in procs:
         proc.start()
-    answers = [results.get(timeout=120) for _ in procs]
+    answers = [results.get(timeout=120) for _proc in procs]
     for proc in procs:
         proc.join(timeout=30)
+    statuses = sorted(status for status, _answer in answers)
     granted = [answer for status, answer in answers if status == 200]
-    assert len(granted) == 1, [status for status, _ in answers]
-    assert sorted(status for status, _ in answers) == [200] + [503] * (RACERS - 1)
+    assert len(granted) == 1, statuses
+    assert statuses == [200] + [503] * (RACERS - 1)
     (winner,) = {node["locked_by"] for node in granted[0]}
     assert sorted(node["name"] for node in granted[0]) == names
     assert sorted(node["name"] for node in served.lab.query(owner=winner)) == names
@@ -129,7 +130,7 @@ def test_http_clients_and_playbooks_at_once(db_url, served):
         player.join(timeout=300)
     assert failures == []
     assert playbook_holds, "no playbook ran during the load"
-    assert all(len(names) == 2 for _, names, _, _ in playbook_holds), playbook_holds
+    assert all(len(hold[1]) == 2 for hold in playbook_holds), playbook_holds
     load.holds.extend(playbook_holds)  # one analysis: no node held by two owners at once
     assert_no_violations(load, served)
     assert_locks_alternate(served)

@@ -133,4 +133,3 @@ def lab_nodes(db_url: str) -> list[dict]:
         return lab.query(locked=True)
     finally:
         lab.close()
-

@@ -202,7 +202,7 @@ class _Nodes:
 
     # DELETE /nodes/NAME/
     def remove(self, req: Any, resp: Any, name: str) -> None:
-        removed, _ = self.lab().remove_node(name, actor=ACTOR)
+        removed = self.lab().remove_node(name, actor=ACTOR)[0]
         if not removed:
             raise NodeNotFound(f"node {name} not found")
         resp.media = {}
@@ -230,10 +230,10 @@ class _Nodes:
             raise BadRequest(f"Cannot {verb} without specifying locked_by")
         description = _text(body, "description")
         if locked:
-            _, held = self.lab().lock(owner=owner, names=[name], description=description)
+            held = self.lab().lock(owner=owner, names=[name], description=description)[1]
         else:
             # paddles checks the description only when one is sent.
-            _, held = self.lab().unlock(owner=owner, names=[name], description=description or None, require_locked=True)
+            held = self.lab().unlock(owner=owner, names=[name], description=description or None, require_locked=True)[1]
         return short_object(held[0], bool(locked))
 
     # POST /nodes/lock_many/
@@ -250,14 +250,14 @@ class _Nodes:
             raise BadRequest("Cannot lock without specifying locked_by")
         # Filters only when given a value, os_version as a string (YAML may have made 22.04 a number).
         filters = {key: str(body[key]) for key in ("os_type", "os_version", "arch") if body.get(key)}
-        _, nodes = self.lab().lock(
+        nodes = self.lab().lock(
             owner=owner,
             count=count,
             machine_types=machine_type.split("|"),
             description=_text(body, "description"),
             top_up=False,
             **filters,
-        )
+        )[1]
         resp.media = self._full(nodes)
 
     # POST /nodes/unlock_many/
@@ -274,7 +274,7 @@ class _Nodes:
         if not owner:
             raise BadRequest("Cannot unlock without specifying locked_by")
         try:
-            _, unlocked = self.lab().unlock(owner=owner, names=names, require_locked=True)
+            unlocked = self.lab().unlock(owner=owner, names=names, require_locked=True)[1]
         except NodeNotFound as error:
             raise BadRequest(f"Could not find all nodes! {error}") from None
         resp.media = [short_object(node, False) for node in unlocked]

@@ -798,7 +798,7 @@ class Lab:
         raise Shortfall(
             "; ".join(_shortfall_message(*shortfall, request) for shortfall in shortfalls),
             requested=count,
-            available=max(have + free for _, _, have, free in shortfalls),
+            available=max(shortfall[2] + shortfall[3] for shortfall in shortfalls),  # held + free
         )
 
     def _free(self, conn: Any, machine_type: str, need: int, request: _LockRequest) -> list[Any]:

@@ -12,7 +12,7 @@ description:
     it, every field; paddles' C(vm_host) becomes RV(teuthology.lab.node_info#module:nodes[].vpshost).
   - A node whose C(up) is null in paddles (which paddles never hands out) is imported down, out of the pool.
   - A node locked in paddles is imported locked as it is, with its owner, description and C(locked_since). A node
-    locked in the lab keeps its lock whatever paddles says (it is listed in RV(lock_conflicts) when paddles differs):
+    locked in the lab keeps its lock whatever paddles says, and is listed in RV(lock_conflicts) when paddles differs;
     the import never unlocks a node and never hands a lock to another owner. Nodes the lab has and paddles does not
     are left alone.
   - Every node is checked first, as M(teuthology.lab.node) checks its fields; if any node fails, the error names

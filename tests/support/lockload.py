@@ -53,7 +53,7 @@ class LoadResult:
         found = []
         for name, spans in intervals.items():
             spans.sort()
-            for (_, end, a), (start, _, b) in itertools.pairwise(spans):
+            for (_start, end, a), (start, _end, b) in itertools.pairwise(spans):
                 if start < end and a != b:
                     found.append(f"{name} held by {a} and {b} at once")
         return found
@@ -182,7 +182,7 @@ def run_load(target: str, workers: int, seconds: float, machine_types: list[str]
     for proc in procs:
         proc.start()
     result = LoadResult(seconds)
-    for _ in procs:
+    for _proc in procs:
         report = results.get(timeout=seconds + 300)
         result.cycles += report["cycles"]
         for key in ("holds", "refusals", "phantoms", "wrong_type", "errors"):
