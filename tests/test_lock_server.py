@@ -15,6 +15,7 @@ the way it guards against and shows that it fails there.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -350,3 +351,17 @@ def test_the_server_stops_on_sigterm(tmp_path):
 
 def served_client(server: LockServer) -> PaddlesClient:
     return PaddlesClient(server.url, timeout=5)
+
+
+def test_a_database_that_fails_is_503_and_its_password_shows_nowhere():
+    """teuthology retries a 503 (and logs it); the URL's password is neither in the answer nor in the server's log."""
+    from support.pgserver import PASSWORD, free_port
+
+    unreachable = f"postgresql+psycopg://lab:{PASSWORD}@127.0.0.1:{free_port()}/lab"
+    with LockServer(unreachable) as server, served_client(server) as client:
+        assert client.request("GET", "/nodes/") == (503, {"message": "encountered a DB error; please retry"})
+        status, answer = client.lock_many(ALICE, 1, "smithi", None)
+        assert status == 503 and PASSWORD not in json.dumps(answer)
+        server.stop()
+        assert "cannot use database postgresql+psycopg://lab:***@" in server.output()
+        assert PASSWORD not in server.output()
