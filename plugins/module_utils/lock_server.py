@@ -133,7 +133,8 @@ class _LabPerThread:
 
 
 class _Nodes:
-    """The responders; each maps one request to one engine call."""
+    """The responders: each reads a request, calls the engine (a lock or an
+    unlock is one call, one transaction) and answers in paddles' format."""
 
     def __init__(self, lab: _LabPerThread) -> None:
         self.lab = lab
@@ -147,7 +148,7 @@ class _Nodes:
     # GET /nodes/
     def list(self, req: Any, resp: Any) -> None:
         count = req.get_param("count")
-        if count is not None and not count.isdigit():
+        if count is not None and not (count.isascii() and count.isdigit()):
             raise BadRequest("count must be an integer")
         machine_type = req.get_param("machine_type")
         nodes = self.lab().query(
