@@ -69,6 +69,8 @@ lock-server: deps
 
 bench: deps
 	$(BIN)/python bench/lock_throughput.py
+	$(BIN)/python bench/lock_server_throughput.py
+	$(BIN)/python bench/wsgi_frameworks.py
 	$(BIN)/python bench/inventory_scale.py
 	$(BIN)/python bench/provision_parallel.py
 

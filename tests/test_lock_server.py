@@ -241,6 +241,7 @@ def check_update_and_inventory(served: Served, kind: str) -> None:
     assert out["down"] is True and out["key"] is True
     (stored,) = served.lab.query(names=[node])
     assert (stored["up"], stored["description"], stored["ssh_pub_key"]) == (False, "reimage failed 10 times", ED25519)
+    assert out["new"], "update_inventory did not create the node (a PUT of an unknown node must be 404)"
     assert (out["new"]["arch"], out["new"]["os_type"], out["new"]["up"], out["new"]["ssh_pub_key"]) == ("aarch64", "centos", True, ED25519)
     assert (out["reset"]["os_type"], out["reset"]["os_version"]) == (None, None)
 

@@ -21,6 +21,7 @@ CASES = [
     ("phantom", lambda served, kind: load.check_load(served, QUICK_LOAD)),
     ("per_node_unlock", contract.check_unlock_many_is_all_or_nothing),
     ("put_applies_locked_by", contract.check_update_cannot_take_a_lock),
+    ("put_unknown_200", contract.check_update_and_inventory),
     ("refuse_sometimes", lambda served, kind: load.check_load(served, QUICK_LOAD)),
     ("leaky_unlock", lambda served, kind: load.check_load(served, QUICK_LOAD)),
     ("content_type_required", contract.check_create),

@@ -111,6 +111,14 @@ def put_applies_locked_by(environ, app):
     return _json("200 OK", {})
 
 
+def put_unknown_200(environ, app):
+    """PUT /nodes/NAME/ of an unknown node answers 200 (teuthology's update_inventory creates it only on a 404)."""
+    match = re.fullmatch(r"/nodes/([^/]+)/", environ["PATH_INFO"])
+    if environ["REQUEST_METHOD"] == "PUT" and match and not _lab().query(names=[match.group(1)]):
+        return _json("200 OK", {})
+    return None
+
+
 def content_type_required(environ, app):
     """Bodies are read only when sent as application/json (teuthology sends some without a Content-Type)."""
     if environ["REQUEST_METHOD"] in ("PUT", "POST") and environ.get("CONTENT_TYPE") != "application/json":
@@ -166,6 +174,7 @@ FLAWS: dict[str, Callable[[dict[str, Any], Any], Answer | None]] = {
     "leaky_unlock": leaky_unlock,
     "per_node_unlock": per_node_unlock,
     "put_applies_locked_by": put_applies_locked_by,
+    "put_unknown_200": put_unknown_200,
     "content_type_required": content_type_required,
     "slash_required": slash_required,
     "ignore_filters": ignore_filters,
