@@ -68,6 +68,19 @@ class LoadResult:
         }
 
 
+def repeated_lock_events(history: list[dict[str, Any]]) -> list[str]:
+    """Nodes locked while locked, or unlocked while free, in a history: each
+    node's locks and unlocks must alternate, starting with a lock."""
+    state: dict[str, str] = {}
+    found = []
+    for event in history:
+        if event["action"] in ("lock", "unlock"):
+            if state.get(event["node"], "unlock") == event["action"]:
+                found.append(f"{event['node']}: {event['action']} twice in a row")
+            state[event["node"]] = event["action"]
+    return found
+
+
 class Refused(Exception):
     """The lock request was refused (the engine's LabError, an HTTP error)."""
 
