@@ -16,6 +16,7 @@ the way it guards against and shows that it fails there.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import uuid
@@ -339,13 +340,17 @@ def test_a_lock_through_either_is_a_lock_for_both(served, kind):
     assert [e["actor"] for e in served.lab.history([other]) if e["action"] == "lock"] == [BOB]
 
 
-def test_the_server_stops_on_sigterm(tmp_path):
-    """make lock-server, then SIGTERM to make: make passes it on, gunicorn shuts down cleanly, nothing listens."""
+@pytest.mark.parametrize("interrupt", [False, True], ids=["sigterm", "ctrl-c"])
+def test_the_server_stops_on_sigterm_and_ctrl_c(tmp_path, interrupt):
+    """make lock-server, then SIGTERM to make (make passes it on) or SIGINT to the foreground group (Ctrl-C):
+    gunicorn shuts down cleanly, its workers exit, nothing listens."""
     with LockServer(f"sqlite:///{tmp_path / 'lab.db'}") as server:
         started = time.monotonic()
-        server.stop()
+        server.stop(interrupt=interrupt)
         assert time.monotonic() - started < 30
         assert "Shutting down: Master" in server.output(), server.output()
+        with pytest.raises(ProcessLookupError):
+            os.killpg(server.proc.pid, 0)  # no process of the group is left: make, gunicorn, its workers
         with pytest.raises(ConnectionRefusedError), served_client(server) as client:
             client.request("GET", "/nodes/machine_types/")
 

@@ -64,7 +64,8 @@ class LockServer:
         env["TEUTHOLOGY_LAB_DB"] = self.db_url
         if self.app:
             env["PYTHONPATH"] = str(SUPPORT.parent)  # the app is one of tests/support's
-        self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        # A process group of its own, as a shell gives a foreground job: Ctrl-C (interrupt) reaches make and gunicorn.
+        self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -79,12 +80,16 @@ class LockServer:
         self.stop()
         raise AssertionError(f"the lock server did not answer in {START_TIMEOUT} s:\n{self.output()}")
 
-    def stop(self) -> int | None:
-        """SIGTERM to make (which passes it on to gunicorn); gunicorn's exit status."""
+    def stop(self, interrupt: bool = False) -> int | None:
+        """SIGTERM to make (which passes it on to gunicorn), or with ``interrupt``
+        SIGINT to the whole group, as Ctrl-C does; make's exit status."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            if interrupt:
+                os.killpg(self.proc.pid, signal.SIGINT)
+            else:
+                self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
