@@ -35,7 +35,9 @@ _TOKEN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _URI_RE = re.compile(r"^[a-z][a-z0-9+]*://[A-Za-z0-9._@:/?=&%-]*\Z")
 _USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}\Z")
-# libvirt's client configuration, where uri_aliases live (playbooks/libvirt_aliases.yml writes them).
+# libvirt's client configuration, where uri_aliases live (playbooks/libvirt_aliases.yml writes them):
+# root's is the system's (libvirt reads no other for uid 0), a user's under ~/.config (older libvirt: ~/.libvirt).
+ROOT_LIBVIRT_CONF = "/etc/libvirt/libvirt.conf"
 LIBVIRT_CONF_FILES = ("~/.config/libvirt/libvirt.conf", "~/.libvirt/libvirt.conf")
 _ALIAS_ENTRY_RE = re.compile(r'"([A-Za-z0-9_.-]+)=([^"]+)"')
 # Where a running create says which process group to end (end_running_create).
@@ -107,11 +109,16 @@ def check_user(user: str) -> str:
     return user
 
 
-def libvirt_alias(alias: str, home: str) -> str:
+def libvirt_conf_files(home: str, root: bool) -> list[str]:
+    """Where libvirt's client reads uri_aliases for this user."""
+    return [ROOT_LIBVIRT_CONF] if root else [os.path.join(home, path.removeprefix("~/")) for path in LIBVIRT_CONF_FILES]
+
+
+def libvirt_alias(alias: str, home: str, root: bool = False) -> str:
     """The URI that ``alias`` stands for in the user's libvirt client
     configuration (``uri_aliases``), as ``virsh -c ALIAS`` and downburst resolve it."""
     check_uri(alias)
-    files = [os.path.join(home, path.removeprefix("~/")) for path in LIBVIRT_CONF_FILES]
+    files = libvirt_conf_files(home, root)
     for path in files:
         try:
             with open(path, encoding="utf-8") as conf:

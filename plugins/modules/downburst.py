@@ -49,8 +49,9 @@ options:
     description:
       - The libvirt URI downburst connects to (C(-c)).
       - Or a URI alias, as teuthology runs downburst on its own host with C(-c VPSHOST_SHORTNAME); the alias must be in
-        the user's C(~/.config/libvirt/libvirt.conf) or C(~/.libvirt/libvirt.conf) (C(uri_aliases), which the playbook
-        C(teuthology.lab.libvirt_aliases) writes), else the module fails naming both files.
+        the user's C(~/.config/libvirt/libvirt.conf) or C(~/.libvirt/libvirt.conf), for root C(/etc/libvirt/libvirt.conf)
+        (where libvirt reads C(uri_aliases); the playbook C(teuthology.lab.libvirt_aliases) writes them), else the module
+        fails naming the files.
     type: str
     default: qemu:///system
   user:
@@ -181,6 +182,7 @@ command:
   type: str
 """
 
+import os
 import shlex
 from pathlib import Path
 
@@ -219,7 +221,7 @@ def main() -> None:
         name = downburst_utils.shortname(str(node.get("name", "")))
         uri = downburst_utils.check_uri(params["libvirt_uri"])
         if "://" not in uri:
-            downburst_utils.libvirt_alias(uri, home)
+            downburst_utils.libvirt_alias(uri, home, root=os.geteuid() == 0)
         downburst_utils.check_retries(params["retries"])
         executable, result["searched"] = downburst_utils.find_executable(params["executable"], module.get_bin_path, home)
         result["executable"] = executable
