@@ -71,7 +71,7 @@ def main() -> None:
                 raise SystemExit(run.output[-3000:])
             for state in ("steady", "orphans"):
                 seconds, listings, destroyed = [], 0, 0
-                for _ in range(args.runs):
+                for _run in range(args.runs):
                     if state == "orphans":  # the unlock module alone: the VM stays, on a free slot, for the reaper
                         orphans = [short for short in with_vms if int(short[4:]) == 0]
                         handle.unlock(owner="bench@lab", names=[short + DOMAIN for short in orphans], force=True)

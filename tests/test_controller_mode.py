@@ -70,7 +70,7 @@ def test_downburst_on_the_controller_with_a_libvirt_uri_alias(controller, tmp_pa
     handle.set_node(name, {"machine_type": "vps", "vpshost": vpshost.name, "ssh_host": "127.0.0.1", "ssh_port": port}, actor="admin@lab")
     keys = json.dumps({"downburst_authorized_keys": [lab.client_pubkey.read_text().strip()], "downburst_runs_on": "controller"})
 
-    run, _ = run_on_controller(tmp, "libvirt_aliases.yml", db, "libvirt_user=root")
+    run = run_on_controller(tmp, "libvirt_aliases.yml", db, "libvirt_user=root")[0]
     assert run.returncode == 0, run.stdout + run.stderr
     assert f'"{vpshost.name}=qemu+ssh://root@{vpshost.name}/system?no_tty=1"' in (tmp / "etc_libvirt/libvirt.conf").read_text()
 
@@ -86,11 +86,11 @@ def test_downburst_on_the_controller_with_a_libvirt_uri_alias(controller, tmp_pa
 
     # A vpshost added since the aliases were written has none: a clear error naming where libvirt reads them.
     handle.set_node("vpc002" + DOMAIN, {"machine_type": "vps", "vpshost": "vpshost9"}, actor="admin@lab")
-    run, _ = run_on_controller(tmp, "lock.yml", db, keys, f"names=vpc002{DOMAIN}")
+    run = run_on_controller(tmp, "lock.yml", db, keys, f"names=vpc002{DOMAIN}")[0]
     assert run.returncode != 0
     assert "no uri_aliases entry 'vpshost9' in /etc/libvirt/libvirt.conf (playbooks/libvirt_aliases.yml writes them)" in run.stdout
 
-    run, _ = run_on_controller(tmp, "unlock.yml", db, keys, f"names={name}")
+    run = run_on_controller(tmp, "unlock.yml", db, keys, f"names={name}")[0]
     assert run.returncode == 0, (run.stdout + run.stderr)[-5000:]
     assert SLOT not in lab_domains() and handle.query(names=[name])[0]["locked"] is False
     handle.close()

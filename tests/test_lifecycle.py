@@ -45,7 +45,7 @@ def vm_lab(tmp_path_factory):
 def slots(vm_lab, tmp_path):
     from ansible_collections.teuthology.lab.plugins.module_utils.lockdb import Lab
 
-    lab, ports, _ = vm_lab
+    lab, ports = vm_lab[:2]
     db = f"sqlite:///{tmp_path / 'lab.db'}"
     handle = Lab(db)
     for short, vpshost in SLOTS.items():
@@ -129,7 +129,7 @@ def reap(db, extra, inventory, *args, **extra_vars):
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
 def test_a_run_killed_mid_create_leaves_no_vm_on_a_free_slot(vm_lab, slots, how):
-    _, ports, inventory = vm_lab
+    ports, inventory = vm_lab[1:]
     handle, db, extra = slots
     name = "vpl001" + DOMAIN
     proc = start_playbook("lock.yml", db, extra, inventory, names=name)
@@ -150,7 +150,7 @@ def test_a_run_killed_mid_create_leaves_no_vm_on_a_free_slot(vm_lab, slots, how)
     time.sleep(CREATE_SECONDS)  # long after the create would have finished
     assert "vpl001" not in lab_domains()
 
-    _, report = reap(db, extra, inventory)
+    report = reap(db, extra, inventory)[1]
     assert not any("destroy" in entry for entry in report.values()), report  # no orphan left to reap
     assert_consistent(handle, ports)
 
@@ -159,7 +159,7 @@ def test_a_run_cancelled_through_ansible_runner(vm_lab, slots, tmp_path):
     """As AWX cancels a job: ansible-runner's cancel callback ends ansible-playbook."""
     import ansible_runner
 
-    _, ports, inventory = vm_lab
+    ports, inventory = vm_lab[1:]
     handle, db, extra = slots
     name = "vpl002" + DOMAIN
     started = create_running("vpl002")
@@ -179,7 +179,7 @@ def test_a_run_cancelled_through_ansible_runner(vm_lab, slots, tmp_path):
 
 
 def test_a_stale_run_touches_nothing_of_the_new_holder(vm_lab, slots):
-    _, ports, inventory = vm_lab
+    ports, inventory = vm_lab[1:]
     handle, db, extra = slots
     name = "vpl003" + DOMAIN
     run = playbook("lock.yml", db, extra, inventory, names=name)
@@ -223,7 +223,7 @@ def test_an_unreachable_vpshost_mid_poll(vm_lab, slots, tmp_path):
     """The vpshost's sshd stops while the create is polled: the node is noted, marked down and
     stays locked (its VM's state is unknown), and the controller forgets the private keys.
     (Its only node failing, lock.yml ends there: the role's own tasks show what it held.)"""
-    lab, ports, _ = vm_lab
+    lab, ports = vm_lab[:2]
     handle, db, extra = slots
     (vpshost3,) = lab.start_vpshosts(1)
     name = "vpl005" + DOMAIN
@@ -253,7 +253,7 @@ def test_an_unreachable_vpshost_mid_poll(vm_lab, slots, tmp_path):
 
 
 def test_leases_that_end_are_reaped_and_extended_ones_are_not(vm_lab, slots):
-    _, ports, inventory = vm_lab
+    ports, inventory = vm_lab[1:]
     handle, db, extra = slots
     short_lease, extended = "vpl001" + DOMAIN, "vpl003" + DOMAIN
     run = playbook("lock.yml", db, extra, inventory, names=extended, lease="10m")
@@ -294,13 +294,13 @@ def test_the_reaper_in_check_mode_changes_nothing_then_reaps(vm_lab, slots):
     assert stranger.returncode == 0, stranger.stderr
     try:
         before = snapshot(handle), lab_domains()
-        _, planned = reap(db, extra, inventory, "--check")
+        planned = reap(db, extra, inventory, "--check")[1]
         assert snapshot(handle) == before[0] and lab_domains() == before[1]
         assert planned["vpshost1"]["marked_down"] == [gone]
         assert sorted(planned["vpshost2"]["destroy"]) == [ended, orphan]
         assert "stranger" in planned["vpshost1"]["unknown_domains"]
 
-        _, report = reap(db, extra, inventory)
+        report = reap(db, extra, inventory)[1]
         assert sorted(report["vpshost2"]["destroy"]) == [ended, orphan] and report["vpshost2"]["unlocked"] == [ended]
         assert report["vpshost1"]["marked_down"] == [gone]
         domains = lab_domains()
@@ -312,7 +312,7 @@ def test_the_reaper_in_check_mode_changes_nothing_then_reaps(vm_lab, slots):
         assert actions[ended] == "reap" and actions[orphan] == "reap" and actions[gone] == "note"
 
         # A second run finds nothing more to do.
-        _, again = reap(db, extra, inventory)
+        again = reap(db, extra, inventory)[1]
         assert not any(key in entry for entry in again.values() for key in ("destroy", "unlocked", "marked_down")), again
     finally:
         cleanup_domains(names=["stranger"])

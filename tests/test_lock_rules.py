@@ -186,7 +186,7 @@ def test_sqlite_without_returning_keeps_the_rules(tmp_path):
         ]
         with pytest.raises(LabError, match="requested 4 vps nodes, 2 free"):
             lab.lock(owner=ALICE, count=4, machine_types=["vps"])
-        results[returning] = [(first, [_timeless(node) for node in nodes]) for first, nodes, *_ in steps]
+        results[returning] = [(step[0], [_timeless(node) for node in step[1]]) for step in steps]
         assert [n["os_type"] for n in lab.query()] == ["ubuntu", "ubuntu", "centos"]
         assert snapshot(lab)[0][2]["locked_by"] == ALICE
         lab.close()

@@ -511,6 +511,7 @@ class _Statements:
             )
             # An unlock's UPDATE and its history in one statement.
             self.release_recorded = self.record_many.add_cte(self.release.cte("released"))
+
             # A take whose events all have the same details (no OS to change): one
             # statement, so that the type's lock is held for one round trip.
             def take_recorded(skip_locked: bool) -> Any:

@@ -136,7 +136,7 @@ locked:
 extended:
   description:
     - The names of the nodes the owner held whose lease this call extended (O(names) with O(lease)); the new end is in
-      RV(nodes[].lease_expires).
+      RV(teuthology.lab.node_info#module:nodes[].lease_expires) of RV(nodes).
   returned: always
   type: list
   elements: str

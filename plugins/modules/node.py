@@ -102,7 +102,6 @@ options:
         lock changed.
       - Without it the write is an admin's, and the history says so (C(admin=true)).
     type: str
-    no_log: false
 attributes:
   check_mode:
     support: full
