@@ -177,26 +177,26 @@ def test_standin_failure_modes() -> None:
         (host,) = lab.start_vpshosts(1)
         lab.ensure_cloud_image()
         ports = {"ssh": free_port(), "boot": free_port()}
-        names = {"ssh": "vpm211", "boot": "vpm212"}
+        names = {"ssh": "vpm311", "boot": "vpm312"}
         for mode, name in names.items():
             host.write_file(f"/home/ubuntu/{name}.yaml", yaml.safe_dump({"lab": {"image": "cloud", "fail": mode, "ssh_port": ports[mode]}}))
-        never_up = host.run(["downburst", "create", "--nokey", "--meta-data=/home/ubuntu/vpm212.yaml", "vpm212"])
+        never_up = host.run(["downburst", "create", "--nokey", "--meta-data=/home/ubuntu/vpm312.yaml", "vpm312"])
         assert never_up.returncode == 0, never_up.stderr
         started = time.monotonic()
-        create_and_wait = ["downburst", "create", "--wait", "--nokey", "--meta-data=/home/ubuntu/vpm211.yaml", "vpm211"]
+        create_and_wait = ["downburst", "create", "--wait", "--nokey", "--meta-data=/home/ubuntu/vpm311.yaml", "vpm311"]
         up = host.run(create_and_wait, timeout=BOOT_TIMEOUT + 60)
         assert up.returncode == 0, up.stderr
         log.warning("failure mode ssh: create --wait returned after %.1fs", time.monotonic() - started)
         # (Ejected by --wait's user-data part, in cloud-init's final stage: the image's own done line may come later.)
-        assert "tray='open'" in virsh("dumpxml", "vpm211").stdout
+        assert "tray='open'" in virsh("dumpxml", "vpm311").stdout
         assert ssh_banner("127.0.0.1", ports["ssh"]) is None
 
         deadline = time.monotonic() + NEVER_UP_WATCH
         while time.monotonic() < deadline:
-            assert "tray='open'" not in virsh("dumpxml", "vpm212").stdout
+            assert "tray='open'" not in virsh("dumpxml", "vpm312").stdout
             assert ssh_banner("127.0.0.1", ports["boot"]) is None
             time.sleep(5)
-        assert not DONE_MARKER.search((cache_dir() / "vms" / "vpm212" / "console.log").read_text(errors="replace"))
+        assert not DONE_MARKER.search((cache_dir() / "vms" / "vpm312" / "console.log").read_text(errors="replace"))
 
         for name in names.values():
             assert host.run(["downburst", "destroy", name]).returncode == 0

@@ -5,8 +5,9 @@ under /home on the other, busybox guests booted with `create --wait` and checked
 with the real ssh-keyscan; what the stand-in does as downburst does: volumes in
 the vpshost's pool, the seed ISO, "exists" only for an inactive domain, --wait
 for the CD-ROM's eject, destroy by downburst's volume name rules.  Guest boots
-are ~5-10 s each under software emulation.  VMs are named vpm1xx (and vpm, vpm-2,
-vpm-3), so a concurrent run of test_provision (vpm001-vpm004) does not remove them.
+are ~5-10 s each under software emulation.  VMs are named vpm3xx (and vpm, vpm-2,
+vpm-3), names no other test uses, so a concurrent run of another (test_provision's
+vpm001-vpm004, Molecule's vpm101-vpm102) does not remove them.
 """
 
 from __future__ import annotations
@@ -95,48 +96,48 @@ def test_create_destroy_fresh_host_keys(local_lab: Lab, host1: VPSHost, tmp_path
     port = free_port()
     meta = write_meta(
         host1,
-        "vpm101.meta.yaml",
+        "vpm301.meta.yaml",
         {
             "public-keys": [local_lab.client_pubkey.read_text().strip()],
             "downburst": {"ram": "3.8G", "disk-size": "100G", "cpus": 1},
             "lab": {"ssh_port": port},
         },
     )
-    user = "/home/ubuntu/vpm101.user.yaml"
+    user = "/home/ubuntu/vpm301.user.yaml"
     host1.write_file(user, "#cloud-config\npackages: [python3]\n")
-    create = ["-c", "qemu:///system", "create", "--wait", "--nokey", f"--meta-data={meta}", f"--user-data={user}", "vpm101"]
+    create = ["-c", "qemu:///system", "create", "--wait", "--nokey", f"--meta-data={meta}", f"--user-data={user}", "vpm301"]
 
     r = downburst(host1, *create)
     assert r.returncode == 0, r.stderr
-    assert "vpm101" in domain_names()
+    assert "vpm301" in domain_names()
     first = keyscan(port)
     assert {k for k, _ in first} == {"ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-rsa"}
     # Root login with the meta-data public key, host key pinned from the scan.
     known = write_known_hosts(tmp_path / "known_hosts", port, first)
     login = guest_ssh(port, local_lab.client_key, known, "hostname; id -u")
-    assert login.stdout.split() == ["vpm101", "0"], login.stderr
+    assert login.stdout.split() == ["vpm301", "0"], login.stderr
 
     # A create for a running VM goes on, as downburst's (its check is for defined, inactive
     # domains only): libvirt refuses the system disk, which exists; the VM is untouched.
     again = downburst(host1, *create)
     assert again.returncode == 1, again.stderr
-    assert again.stderr.rstrip().endswith("libvirt.libvirtError: storage volume 'vpm101.img' exists already"), again.stderr
-    assert virsh("domstate", "vpm101").stdout.strip() == "running" and keyscan(port) == first
+    assert again.stderr.rstrip().endswith("libvirt.libvirtError: storage volume 'vpm301.img' exists already"), again.stderr
+    assert virsh("domstate", "vpm301").stdout.strip() == "running" and keyscan(port) == first
     # A defined, stopped one is "exists", in downburst's words.
-    assert virsh("destroy", "vpm101").returncode == 0
+    assert virsh("destroy", "vpm301").returncode == 0
     stopped = downburst(host1, *create)
     assert stopped.returncode == 1 and ERROR_LINE.search(stopped.stderr), stopped.stderr
-    assert "Virtual machine with this name exists already: vpm101" in stopped.stderr
+    assert "Virtual machine with this name exists already: vpm301" in stopped.stderr
 
-    assert downburst(host1, "destroy", "vpm101").returncode == 0
-    assert "vpm101" not in domain_names()
+    assert downburst(host1, "destroy", "vpm301").returncode == 0
+    assert "vpm301" not in domain_names()
 
     r = downburst(host1, *create)
     assert r.returncode == 0, r.stderr
     second = keyscan(port)
     assert second and not first & second  # every boot brings new host keys
-    assert downburst(host1, "-c", "qemu:///system", "destroy", "vpm101").returncode == 0
-    assert "vpm101" not in domain_names()
+    assert downburst(host1, "-c", "qemu:///system", "destroy", "vpm301").returncode == 0
+    assert "vpm301" not in domain_names()
 
 
 def _keypair(tmp_path: Path, ktype: str, pem: bool = False) -> tuple[str, str]:
@@ -159,33 +160,33 @@ def test_injected_ssh_keys(local_lab: Lab, host2: VPSHost, tmp_path: Path) -> No
     assert schema.returncode == 0, schema.stdout + schema.stderr
 
     port = free_port()
-    local_lab.set_slots({"vpm102": port})  # no lab.ssh_port: the slot map decides
-    user = "/home/ubuntu/vpm102.user.yaml"
+    local_lab.set_slots({"vpm302": port})  # no lab.ssh_port: the slot map decides
+    user = "/home/ubuntu/vpm302.user.yaml"
     host2.write_file(user, user_text, 0o600)
-    meta = write_meta(host2, "vpm102.meta.yaml", {"public-keys": {"lab": local_lab.client_pubkey.read_text().strip()}})
-    create = ["create", "--wait", "--nokey", "--meta-data", meta, "--user-data", user, "vpm102"]
+    meta = write_meta(host2, "vpm302.meta.yaml", {"public-keys": {"lab": local_lab.client_pubkey.read_text().strip()}})
+    create = ["create", "--wait", "--nokey", "--meta-data", meta, "--user-data", user, "vpm302"]
     r = downburst(host2, *create, exe=HOME_DOWNBURST)
     assert r.returncode == 0, r.stderr
     assert keyscan(port) == injected
-    assert downburst(host2, "destroy", "vpm102", exe=HOME_DOWNBURST).returncode == 0
+    assert downburst(host2, "destroy", "vpm302", exe=HOME_DOWNBURST).returncode == 0
 
     # An image that ignores cloud-init's ssh_keys serves keys of its own.
-    ignoring = write_meta(host2, "vpm102.ignore.yaml", {"lab": {"ignore_ssh_keys": True}})
-    r = downburst(host2, *create[:-1], "--meta-data", ignoring, "vpm102", exe=HOME_DOWNBURST)
+    ignoring = write_meta(host2, "vpm302.ignore.yaml", {"lab": {"ignore_ssh_keys": True}})
+    r = downburst(host2, *create[:-1], "--meta-data", ignoring, "vpm302", exe=HOME_DOWNBURST)
     assert r.returncode == 0, r.stderr
     served = keyscan(port)
     assert served and not served & injected
-    assert downburst(host2, "destroy", "vpm102", exe=HOME_DOWNBURST).returncode == 0
+    assert downburst(host2, "destroy", "vpm302", exe=HOME_DOWNBURST).returncode == 0
 
 
 @pytest.mark.parametrize(
     ("args", "env", "needle"),
     [
-        (["create", "--nokey", "vpm103"], {"DOWNBURST_STANDIN_FAIL": "create"}, "Injected failure"),
-        (["create", "--nokey", "--meta-data", "/home/ubuntu/fail.yaml", "vpm103"], {}, "Injected failure"),
-        (["create", "vpm103"], {}, "teuthology-ubuntu.pub"),
-        (["create", "--nokey", "--meta-data", "/home/ubuntu/cpus.yaml", "vpm103"], {}, "cpus"),
-        (["create", "--nokey", "--meta-data", "/home/ubuntu/ram.yaml", "vpm103"], {}, "ram"),
+        (["create", "--nokey", "vpm303"], {"DOWNBURST_STANDIN_FAIL": "create"}, "Injected failure"),
+        (["create", "--nokey", "--meta-data", "/home/ubuntu/fail.yaml", "vpm303"], {}, "Injected failure"),
+        (["create", "vpm303"], {}, "teuthology-ubuntu.pub"),
+        (["create", "--nokey", "--meta-data", "/home/ubuntu/cpus.yaml", "vpm303"], {}, "cpus"),
+        (["create", "--nokey", "--meta-data", "/home/ubuntu/ram.yaml", "vpm303"], {}, "ram"),
     ],
 )
 def test_create_failures(local_lab: Lab, host1: VPSHost, args: list[str], env: dict[str, str], needle: str) -> None:
@@ -195,12 +196,12 @@ def test_create_failures(local_lab: Lab, host1: VPSHost, args: list[str], env: d
     r = downburst(host1, *args, env=env)
     assert r.returncode == 1
     assert ERROR_LINE.search(r.stderr) and needle in r.stderr, r.stderr
-    assert "vpm103" not in domain_names() and local_lab.volumes(host1) == []
+    assert "vpm303" not in domain_names() and local_lab.volumes(host1) == []
 
 
 def test_bad_arguments_and_missing_destroy(host1: VPSHost) -> None:
     assert downburst(host1, "create", "--nokey").returncode == 2
-    assert downburst(host1, "create", "--bogus", "vpm104").returncode == 2
+    assert downburst(host1, "create", "--bogus", "vpm304").returncode == 2
     assert downburst(host1, "destroy", "no-such-vm").returncode == 0
     r = downburst(host1, "-v", "-l", "/home/ubuntu/downburst.log", "destroy", "no-such-vm")
     assert r.returncode == 0
@@ -209,7 +210,7 @@ def test_bad_arguments_and_missing_destroy(host1: VPSHost) -> None:
 
 def test_boot_and_destroy_failures(local_lab: Lab, host1: VPSHost) -> None:
     port = free_port()
-    meta = write_meta(host1, "vpm105.meta.yaml", {"lab": {"ssh_port": port}})
+    meta = write_meta(host1, "vpm305.meta.yaml", {"lab": {"ssh_port": port}})
     r = downburst(
         host1,
         "create",
@@ -217,31 +218,31 @@ def test_boot_and_destroy_failures(local_lab: Lab, host1: VPSHost) -> None:
         "--nokey",
         "--meta-data",
         meta,
-        "vpm105",
+        "vpm305",
         env={"DOWNBURST_STANDIN_FAIL": "boot", "DOWNBURST_STANDIN_WAIT": "8"},
     )
     assert r.returncode == 1 and ERROR_LINE.search(r.stderr), r.stderr
-    assert "vpm105 never came up (cd tray open check failed after 8s)" in r.stderr
-    assert virsh("domstate", "vpm105").stdout.strip() == "running"  # left running, like downburst
-    assert lab_domains()["vpm105"]["ssh-port"] == str(port)
-    assert not keyscan(port, timeout=3) and not tray_open("vpm105")
+    assert "vpm305 never came up (cd tray open check failed after 8s)" in r.stderr
+    assert virsh("domstate", "vpm305").stdout.strip() == "running"  # left running, like downburst
+    assert lab_domains()["vpm305"]["ssh-port"] == str(port)
+    assert not keyscan(port, timeout=3) and not tray_open("vpm305")
 
-    r = downburst(host1, "destroy", "vpm105", env={"DOWNBURST_STANDIN_FAIL": "destroy"})
+    r = downburst(host1, "destroy", "vpm305", env={"DOWNBURST_STANDIN_FAIL": "destroy"})
     assert r.returncode == 1 and ERROR_LINE.search(r.stderr)
-    assert "vpm105" in domain_names()
-    assert downburst(host1, "destroy", "vpm105").returncode == 0
-    assert "vpm105" not in domain_names()
+    assert "vpm305" in domain_names()
+    assert downburst(host1, "destroy", "vpm305").returncode == 0
+    assert "vpm305" not in domain_names()
 
 
 def test_wait_is_for_the_cdrom_eject_not_ssh(local_lab: Lab, host1: VPSHost) -> None:
     """--wait returns once the guest ejected its seed CD-ROM, SSH or not (failure mode "ssh")."""
     port = free_port()
-    meta = write_meta(host1, "vpm106.meta.yaml", {"lab": {"ssh_port": port, "fail": "ssh"}})
-    r = downburst(host1, "create", "--wait", "--nokey", "--meta-data", meta, "vpm106")
+    meta = write_meta(host1, "vpm306.meta.yaml", {"lab": {"ssh_port": port, "fail": "ssh"}})
+    r = downburst(host1, "create", "--wait", "--nokey", "--meta-data", meta, "vpm306")
     assert r.returncode == 0, r.stderr
-    assert tray_open("vpm106")
+    assert tray_open("vpm306")
     assert not keyscan(port, timeout=3)
-    assert downburst(host1, "destroy", "vpm106").returncode == 0
+    assert downburst(host1, "destroy", "vpm306").returncode == 0
 
 
 def test_volumes_and_seed_iso(local_lab: Lab, host1: VPSHost) -> None:
@@ -249,12 +250,12 @@ def test_volumes_and_seed_iso(local_lab: Lab, host1: VPSHost) -> None:
     (meta-data and user-data as downburst writes them) and the additional disks; destroy deletes them."""
     pubkey = local_lab.client_pubkey.read_text().strip()
     meta_data = {"public-keys": [pubkey], "downburst": {"disk-size": "20G", "additional-disks": 2, "additional-disks-size": "5G"}}
-    meta = write_meta(host1, "vpm107.meta.yaml", meta_data)
+    meta = write_meta(host1, "vpm307.meta.yaml", meta_data)
     user_text = "#cloud-config\npackages: [python3]\n"
-    host1.write_file("/home/ubuntu/vpm107.user.yaml", user_text)
-    r = downburst(host1, "create", "--wait", "--nokey", "--meta-data", meta, "--user-data", "/home/ubuntu/vpm107.user.yaml", "vpm107")
+    host1.write_file("/home/ubuntu/vpm307.user.yaml", user_text)
+    r = downburst(host1, "create", "--wait", "--nokey", "--meta-data", meta, "--user-data", "/home/ubuntu/vpm307.user.yaml", "vpm307")
     assert r.returncode == 0, r.stderr
-    assert local_lab.volumes(host1) == ["cloud-init.vpm107.iso", "vpm107-2.img", "vpm107-3.img", "vpm107.img"]
+    assert local_lab.volumes(host1) == ["cloud-init.vpm307.iso", "vpm307-2.img", "vpm307-3.img", "vpm307.img"]
     assert local_lab.volumes(local_lab.vpshosts[1]) == []  # one pool per vpshost
 
     def size(volume: str) -> tuple[str, int]:
@@ -262,15 +263,15 @@ def test_volumes_and_seed_iso(local_lab: Lab, host1: VPSHost) -> None:
                                          capture_output=True, text=True, check=True, timeout=60).stdout)
         return info["format"], info["virtual-size"]
 
-    assert size("vpm107.img") == ("qcow2", 20 * 2**30)
-    assert size("vpm107-2.img") == size("vpm107-3.img") == ("raw", 5 * 2**30)
-    xml = virsh("dumpxml", "vpm107").stdout
+    assert size("vpm307.img") == ("qcow2", 20 * 2**30)
+    assert size("vpm307-2.img") == size("vpm307-3.img") == ("raw", 5 * 2**30)
+    xml = virsh("dumpxml", "vpm307").stdout
     targets = re.findall(r"<source file='[^']*/([^/']+)'.*?<target dev='(\w+)' bus='(\w+)'", xml, re.S)
-    assert targets == [("vpm107.img", "vda", "virtio"), ("vpm107-2.img", "vdb", "virtio"), ("vpm107-3.img", "vdc", "virtio"),
-                       ("cloud-init.vpm107.iso", "hdc", "ide")]
-    assert tray_open("vpm107")  # --wait returned: the guest has ejected it
+    assert targets == [("vpm307.img", "vda", "virtio"), ("vpm307-2.img", "vdb", "virtio"), ("vpm307-3.img", "vdc", "virtio"),
+                       ("cloud-init.vpm307.iso", "hdc", "ide")]
+    assert tray_open("vpm307")  # --wait returned: the guest has ejected it
 
-    iso = str(pool_file(local_lab, host1, "cloud-init.vpm107.iso"))
+    iso = str(pool_file(local_lab, host1, "cloud-init.vpm307.iso"))
 
     def iso_file(name: str) -> str:
         return subprocess.run(["isoinfo", "-R", "-i", iso, "-x", f"/{name}"], capture_output=True, text=True, check=True, timeout=60).stdout
@@ -279,13 +280,13 @@ def test_volumes_and_seed_iso(local_lab: Lab, host1: VPSHost) -> None:
     assert "Volume id: cidata" in volume_id
     # meta-data: downburst's own merged with the file; user-data: a cloud-config-archive
     # with the file as one part, then --wait's part that ejects the CD-ROM.
-    assert yaml.safe_load(iso_file("meta-data")) == {"instance-id": "vpm107", "local-hostname": "vpm107", **meta_data}
+    assert yaml.safe_load(iso_file("meta-data")) == {"instance-id": "vpm307", "local-hostname": "vpm307", **meta_data}
     user_data = iso_file("user-data")
     assert user_data.startswith("#cloud-config-archive\n")
     parts = yaml.safe_load(user_data)
     assert len(parts) == 2 and parts[0] == user_text and "exec eject /dev/cdrom" in parts[1]
 
-    assert downburst(host1, "destroy", "vpm107").returncode == 0
+    assert downburst(host1, "destroy", "vpm307").returncode == 0
     assert local_lab.volumes(host1) == []
 
 
