@@ -240,12 +240,11 @@ def create_pool(name: str, run_dir: Path) -> Path:
 
 
 def lab_volumes(pool: str) -> list[str]:
-    """Names of the volumes in lab pool `pool`, sorted."""
+    """Names of the volumes in lab pool `pool`, sorted. (No refresh: only libvirt writes
+    there, and a refresh fails while a volume is being made.)"""
     conn = _connect()
     try:
-        handle = conn.storagePoolLookupByName(pool)
-        handle.refresh(0)
-        return sorted(handle.listVolumes())
+        return sorted(conn.storagePoolLookupByName(pool).listVolumes())
     finally:
         conn.close()
 
