@@ -17,13 +17,13 @@ $(error make $(ROOT_GOALS) needs root: it installs Debian packages with apt-get 
 endif
 endif
 
-.PHONY: test demo lint sanity units deps apt bench clean
+.PHONY: test demo lint sanity units deps apt bench clean lock-server
 
 apt:
 	tools/ensure-apt @tools/apt-packages.txt @tests/lab/apt-packages.txt
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
-	$(PYTHON) -m venv $(VENV)
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@
@@ -55,8 +55,22 @@ demo: deps
 	rm -rf .cache/demo && mkdir -p .cache/demo
 	TEUTHOLOGY_LAB_DB=$(DEMO_DB) PATH="$(CURDIR)/$(BIN):$$PATH" demo/run
 
+# teuthology's lock_server (paddles' /nodes/ API) on BIND, in the foreground, for the database
+# TEUTHOLOGY_LAB_DB names (as the modules resolve it; unset: the embedded SQLite file). exec: gunicorn
+# is the recipe's process, so Ctrl-C and a SIGTERM that make passes on stop it (gracefully). gthread
+# workers of one thread: one request at a time per process (one Lab each), and kept-alive connections.
+# LOCK_SERVER_APP: another app to serve the same way (the tests' misbehaving servers).
+BIND ?= 127.0.0.1:8080
+LOCK_SERVER_WORKERS ?= $(shell nproc)
+LOCK_SERVER_APP ?= ansible_collections.teuthology.lab.plugins.module_utils.lock_server:create_app()
+lock-server: deps
+	exec $(BIN)/gunicorn --bind '$(BIND)' --workers $(LOCK_SERVER_WORKERS) --worker-class gthread --threads 1 \
+	  --no-control-socket --pythonpath .cache/collections '$(LOCK_SERVER_APP)'
+
 bench: deps
 	$(BIN)/python bench/lock_throughput.py
+	$(BIN)/python bench/lock_server_throughput.py
+	$(BIN)/python bench/wsgi_frameworks.py
 	$(BIN)/python bench/inventory_scale.py
 	$(BIN)/python bench/provision_parallel.py
 

@@ -9,9 +9,9 @@ import pytest
 
 from support.ansible_run import BIN, REPO, ansible_env
 
-DB_MODULES = ["lock", "unlock", "node", "node_info"]
-MODULES = [*DB_MODULES, "keyscan", "host_key_pairs", "downburst"]
-PLAYBOOKS = ["lock", "unlock", "list", "summary", "list_targets", "update_keys", "libvirt_aliases"]
+DB_MODULES = ["lock", "unlock", "node", "node_info", "reap", "import_paddles"]
+MODULES = [*DB_MODULES, "keyscan", "host_key_pairs", "downburst", "vm_domains"]
+PLAYBOOKS = ["lock", "unlock", "list", "summary", "list_targets", "update_keys", "libvirt_aliases", "extend", "reap", "import_paddles"]
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,7 @@ def installed(tmp_path_factory):
     ("teuthology.lab.targets", "filter", "recorded SSH host keys"),
     ("teuthology.lab.locks", "inventory", "host_key_mode"),
     ("teuthology.lab.downburst", "role", "downburst_host_keys"),
+    ("teuthology.lab.lock_server", "role", "lock_server_bind"),
 ])
 def test_ansible_doc_renders_without_warnings(installed, plugin, kind, title):
     proc = subprocess.run(

@@ -25,6 +25,7 @@ from test_inventory import unwrap_unsafe
 
 from lab.sshd import keygen, ssh_banner, start_vpshost
 from support.ansible_run import BIN, REPO, ansible_env, run_playbook
+from support.mounts import in_private_mounts
 
 NODE = "vpm007.front.sepia.ceph.com"
 OTHER_NODE = "vpm008.front.sepia.ceph.com"
@@ -64,8 +65,7 @@ def in_user_ssh(user_ssh: Path, argv: list) -> list[str]:
     ~/.ssh/config out of the test)."""
     home_ssh = Path(pwd.getpwuid(os.getuid()).pw_dir) / ".ssh"
     home_ssh.mkdir(mode=0o700, exist_ok=True)  # the mount point; ssh makes it on first use anyway
-    script = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
-    return ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script, "sh", str(user_ssh), str(home_ssh), *map(str, argv)]
+    return in_private_mounts({user_ssh: home_ssh}, argv)
 
 
 def run(user_ssh: Path, program: str, *args, env: dict) -> subprocess.CompletedProcess:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import yaml
 
-from support.ansible_run import REPO, run_playbook
+from support.ansible_run import BIN, REPO, ansible_env, run_playbook
+from support.mounts import in_private_mounts
 from support.seed import seed
 
 
@@ -41,11 +43,14 @@ def test_lock_list_summary_unlock(db_url, lab, tmp_path):
     assert [n["name"] for n in run.result("Query the lock database")["nodes"]] == smithi[:2]
 
     run = play("summary.yml", db_url)
-    assert run.result("Show the summary")["msg"] == [
-        "TYPE          TOTAL     UP LOCKED   FREE",
-        "mira              2      2      0      2",
-        "smithi            3      3      2      1",
+    summary = run.result("Show the summary")["msg"]
+    assert summary[:3] == [
+        "TYPE          TOTAL     UP LOCKED   FREE  EXPIRED   VMS:NEW  RUNNING   FAILED",
+        "mira              2      2      0      2        0         0        0        0",
+        "smithi            3      3      2      1        0         0        0        0",
     ]
+    soonest = min(nodes.values(), key=lambda node: node["lease_expires"])
+    assert summary[3] == f"next lease to end: {soonest['name']} at {soonest['lease_expires']}"
 
     run = play("unlock.yml", db_url, f"names={smithi[0]}", owner="bob@desk")
     assert run.returncode != 0 and f"node {smithi[0]} is locked by alice@laptop" in run.output
@@ -112,21 +117,26 @@ def test_blank_values_mean_unset(db_url, lab):
 
 
 def test_libvirt_aliases(db_url, lab, tmp_path):
+    """Written where libvirt's client reads them: for root (the tests' user) the system's
+    libvirt.conf, here in a directory of the test's bound over /etc/libvirt; or the file named."""
     seed(lab, "vps", 2, "vpm", vpshost="mira001.front.sepia.ceph.com")
     seed(lab, "vps", 1, "vpx", vpshost="mira002.front.sepia.ceph.com")
     seed(lab, "smithi", 1)
-    home = tmp_path / "home"
-    conf = home / ".config/libvirt/libvirt.conf"
-    conf.parent.mkdir(parents=True)
-    conf.write_text('uri_default = "qemu:///system"\n')
+    (tmp_path / "etc_libvirt").mkdir()
+    system_conf = tmp_path / "etc_libvirt/libvirt.conf"
+    system_conf.write_text('uri_default = "qemu:///system"\n')
 
     def aliases(*extra: str):
         args = [arg for pair in extra for arg in ("-e", pair)]
-        return run_playbook(REPO / "playbooks/libvirt_aliases.yml", *args, env={"TEUTHOLOGY_LAB_DB": db_url, "HOME": str(home)})
+        argv = in_private_mounts({system_conf.parent: Path("/etc/libvirt")},
+                                 [BIN / "ansible-playbook", REPO / "playbooks/libvirt_aliases.yml", *args])
+        return subprocess.run(argv, env=ansible_env(TEUTHOLOGY_LAB_DB=db_url), capture_output=True, text=True, timeout=300,
+                              cwd=REPO, check=False)
 
+    system_before = Path("/etc/libvirt/libvirt.conf").read_text()
     run = aliases("libvirt_user=teuthology")
-    assert run.returncode == 0, run.output
-    text = conf.read_text()
+    assert run.returncode == 0, run.stdout + run.stderr
+    text = system_conf.read_text()
     assert text.startswith('uri_default = "qemu:///system"\n')
     assert (
         "uri_aliases = [\n"
@@ -134,8 +144,16 @@ def test_libvirt_aliases(db_url, lab, tmp_path):
         '  "mira002=qemu+ssh://teuthology@mira002.front.sepia.ceph.com/system?no_tty=1",\n'
         "]\n"
     ) in text
-    assert aliases("libvirt_user=teuthology").result("Write the aliases")["changed"] is False
-    assert conf.read_text() == text
-    run = aliases("libvirt_conf_legacy=true")
-    assert run.returncode == 0
-    assert "mira001=qemu+ssh://ubuntu@mira001.front.sepia.ceph.com/system?no_tty=1" in (home / ".libvirt/libvirt.conf").read_text()
+    assert "changed=0" in aliases("libvirt_user=teuthology").stdout  # a second run changes nothing
+    assert system_conf.read_text() == text
+    assert Path("/etc/libvirt/libvirt.conf").read_text() == system_before  # the machine's own file is untouched
+    named = tmp_path / "home/.libvirt/libvirt.conf"
+    run = aliases(f"libvirt_conf={named}")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "mira001=qemu+ssh://ubuntu@mira001.front.sepia.ceph.com/system?no_tty=1" in named.read_text()
+    # The module resolves aliases where libvirt reads them.
+    from ansible_collections.teuthology.lab.plugins.module_utils.downburst import libvirt_conf_files
+
+    user_files = ["/home/alice/.config/libvirt/libvirt.conf", "/home/alice/.libvirt/libvirt.conf"]
+    assert libvirt_conf_files("/home/alice", root=False) == user_files
+    assert libvirt_conf_files("/root", root=True) == ["/etc/libvirt/libvirt.conf"]

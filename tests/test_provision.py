@@ -253,7 +253,7 @@ def test_user_data_passes_cloud_init_schema(tmp_path):
         subprocess.run(["ssh-keygen", "-q", "-t", key_type, "-b", bits, "-N", "", "-f", path], check=True)
         pairs[key_type] = {"private": path.read_text(), "public": path.with_suffix(".pub").read_text()}
     config = tmp_path / "user-data"
-    config.write_text(user_data_text(user_data(pairs)))
+    config.write_text(user_data_text(user_data("ubuntu", pairs)))
     check = subprocess.run(["cloud-init", "schema", "--config-file", config], capture_output=True, text=True, check=False)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "Valid cloud-config" in check.stdout
@@ -284,13 +284,15 @@ def test_leftover_vm_is_destroyed_and_create_retried(vm_lab, slots):
 def test_meta_data_is_what_downburst_reads():
     from ansible_collections.teuthology.lab.plugins.module_utils.downburst import meta_data, meta_data_text
 
-    meta = meta_data(os_type="ubuntu", os_version="22.04", arch="x86_64", mac_address="52:54:00:00:00:01", network="front",
+    meta = meta_data(hostname="vpm001.front.sepia.ceph.com", os_type="ubuntu", os_version="22.04", arch="x86_64",
+                     mac_address="52:54:00:00:00:01", network="front",
                      cpus=1, ram="3.8G", disk_size="100G", additional_disks=4, additional_disks_size="100G",
                      public_keys=["ssh-ed25519 AAAA alice"], extra={"downburst": {"hypervisor": "kvm"}})
     # downburst merges the file with yaml.safe_load + dict.update: check what that yields.
     merged = {"instance-id": "vpm001", "local-hostname": "vpm001", "public-keys": ["from ~/.ssh/id_rsa.pub"]}
     merged.update(yaml.safe_load(meta_data_text(meta)))
     assert merged["public-keys"] == ["ssh-ed25519 AAAA alice"]
+    assert merged["local-hostname"] == "vpm001.front.sepia.ceph.com"  # ours replaces downburst's short name
     assert merged["downburst"] == {
         "distro": "ubuntu", "distroversion": "22.04", "arch": "x86_64", "cpus": 1, "ram": "3.8G", "disk-size": "100G",
         "additional-disks": 4, "additional-disks-size": "100G", "hypervisor": "kvm",

@@ -15,6 +15,9 @@ import json
 import os
 import re
 import shlex
+import signal
+import subprocess
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +33,15 @@ _SIZE_RE = re.compile(r"^\s*[\d.]+\s*(B|kB|MB|GB|TB|PB|EB|ZB|YB|KiB|MiB|GiB|TiB|
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*\Z")
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _URI_RE = re.compile(r"^[a-z][a-z0-9+]*://[A-Za-z0-9._@:/?=&%-]*\Z")
+_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
+_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}\Z")
+# libvirt's client configuration, where uri_aliases live (playbooks/libvirt_aliases.yml writes them):
+# root's is the system's (libvirt reads no other for uid 0), a user's under ~/.config (older libvirt: ~/.libvirt).
+ROOT_LIBVIRT_CONF = "/etc/libvirt/libvirt.conf"
+LIBVIRT_CONF_FILES = ("~/.config/libvirt/libvirt.conf", "~/.libvirt/libvirt.conf")
+_ALIAS_ENTRY_RE = re.compile(r'"([A-Za-z0-9_.-]+)=([^"]+)"')
+# Where a running create says which process group to end (end_running_create).
+CREATES_DIR = "~/.cache/teuthology-lab/downburst"
 # What real downburst's stderr says when a create fails because the VM exists.
 _EXISTS_RE = re.compile(r"exists", re.IGNORECASE)
 _NO_VM_RE = re.compile(r"No virtual machine found", re.IGNORECASE)
@@ -48,8 +60,9 @@ def shortname(node_name: str) -> str:
 
 
 def check_uri(uri: str) -> str:
-    if not _URI_RE.match(uri):
-        raise DownburstError(f"libvirt_uri: {uri!r} is not a libvirt URI (e.g. qemu:///system)")
+    """A libvirt URI, or a URI alias (a name, as teuthology gives ``-c``)."""
+    if not (_URI_RE.match(uri) or _NAME_RE.match(uri)):
+        raise DownburstError(f"libvirt_uri: {uri!r} is not a libvirt URI (e.g. qemu:///system) or URI alias")
     return uri
 
 
@@ -90,8 +103,40 @@ def find_executable(explicit: str | None, which: Callable[[str], str | None], ho
     raise DownburstError(f"downburst not found; looked at: {', '.join(searched)}")
 
 
+def check_user(user: str) -> str:
+    if not _USER_RE.match(user or ""):
+        raise DownburstError(f"user: {user!r} is not a user name (lowercase letters, digits, '_', '-')")
+    return user
+
+
+def libvirt_conf_files(home: str, root: bool) -> list[str]:
+    """Where libvirt's client reads uri_aliases for this user."""
+    return [ROOT_LIBVIRT_CONF] if root else [os.path.join(home, path.removeprefix("~/")) for path in LIBVIRT_CONF_FILES]
+
+
+def libvirt_alias(alias: str, home: str, root: bool = False) -> str:
+    """The URI that ``alias`` stands for in the user's libvirt client
+    configuration (``uri_aliases``), as ``virsh -c ALIAS`` and downburst resolve it."""
+    check_uri(alias)
+    files = libvirt_conf_files(home, root)
+    for path in files:
+        try:
+            with open(path, encoding="utf-8") as conf:
+                text = conf.read()
+        except OSError:
+            continue
+        aliases = text.split("uri_aliases", 1)[1] if "uri_aliases" in text else ""
+        for name, uri in _ALIAS_ENTRY_RE.findall(aliases.split("]", 1)[0]):
+            if name == alias:
+                return uri
+    raise DownburstError(
+        f"libvirt_uri: no uri_aliases entry {alias!r} in {' or '.join(files)} (playbooks/libvirt_aliases.yml writes them)"
+    )
+
+
 def meta_data(
     *,
+    hostname: str,
     os_type: str | None,
     os_version: str | None,
     arch: str | None,
@@ -105,7 +150,10 @@ def meta_data(
     public_keys: Sequence[str],
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """downburst's meta-data for a node, in the types downburst parses."""
+    """downburst's meta-data for a node, in the types downburst parses; its
+    ``local-hostname`` is the node's name (FQDN), as teuthology gives it."""
+    if not _HOSTNAME_RE.match(hostname):
+        raise DownburstError(f"name: {hostname!r} is not a host name")
     settings: dict[str, Any] = {
         "cpus": int(cpus),
         "ram": check_size("ram", ram),
@@ -122,7 +170,11 @@ def meta_data(
         settings["networks"] = [{"source": network, "mac": mac_address}]
     if settings["cpus"] < 1 or settings["additional-disks"] < 0:
         raise DownburstError("cpus must be at least 1 and additional_disks at least 0")
-    data: dict[str, Any] = {"public-keys": [key.strip() for key in public_keys if key.strip()], "downburst": settings}
+    data: dict[str, Any] = {
+        "local-hostname": hostname,
+        "public-keys": [key.strip() for key in public_keys if key.strip()],
+        "downburst": settings,
+    }
     for key, value in (extra or {}).items():
         # Extra settings go into downburst's section; other top-level keys are meta-data of their own.
         if key == "downburst" and isinstance(value, dict):
@@ -132,18 +184,21 @@ def meta_data(
     return data
 
 
-def user_data(host_keys: dict[str, dict[str, str]] | None) -> dict[str, Any]:
-    """cloud-config that makes the guest serve exactly ``host_keys``
-    ({type: {private, public}}), and no type cloud-init would make itself."""
+def user_data(user: str, host_keys: dict[str, dict[str, str]] | None) -> dict[str, Any]:
+    """cloud-config as teuthology's: the default user is ``user`` (it gets the
+    meta-data's public keys and sudo), the host name resolves to the FQDN; and,
+    with ``host_keys`` ({type: {private, public}}), the guest serves exactly
+    those keys and no type cloud-init would make itself."""
+    config: dict[str, Any] = {"user": check_user(user), "manage_etc_hosts": True}
     if not host_keys:
-        return {}
+        return config
     ssh_keys = {}
     for key_type, pair in host_keys.items():
         if key_type not in DEFAULT_TYPES:
             raise DownburstError(f"host_keys: {key_type!r} is not one of {', '.join(DEFAULT_TYPES)}")
         ssh_keys[f"{key_type}_private"] = pair["private"]
         ssh_keys[f"{key_type}_public"] = pair["public"].strip()
-    return {"ssh_deletekeys": True, "ssh_keys": ssh_keys}
+    return {**config, "ssh_deletekeys": True, "ssh_keys": ssh_keys}
 
 
 def meta_data_text(meta: dict[str, Any]) -> str:
@@ -164,6 +219,72 @@ def memory_file(name: str, text: str) -> int:
     with os.fdopen(fd, "w", closefd=False) as f:
         f.write(text)
     return fd
+
+
+def run_downburst(argv: list[str], pass_fds: tuple[int, ...] = (), record: str | None = None) -> tuple[int, str]:
+    """Run downburst in a process group of its own; (exit code, standard
+    error). With ``record`` (a file, see create_record), the process group is
+    written there while it runs, so that an unlock can end this create."""
+    proc = subprocess.Popen(  # pylint: disable=consider-using-with  # waited for below, or ended by another run
+        argv, pass_fds=pass_fds, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    if record:
+        _write_record(record, {"pgid": proc.pid, "started": _start_time(proc.pid), "argv": argv})
+    try:
+        _out, err = proc.communicate()
+    finally:
+        if record and os.path.exists(record):
+            os.unlink(record)
+    return proc.returncode, err.decode(errors="replace")
+
+
+def create_record(home: str, uri: str, name: str) -> str:
+    """The file where the create of VM ``name`` on ``uri`` names its process group."""
+    return os.path.join(home, CREATES_DIR.removeprefix("~/"), f"{re.sub(r'[^A-Za-z0-9._-]', '_', uri)}.{name}.json")
+
+
+def end_running_create(record: str, grace: float = 10.0) -> bool:
+    """End the create recorded in ``record`` if it still runs (SIGTERM to its
+    process group, SIGKILL after ``grace`` seconds); True if one was ended.
+    A record whose process is gone, or is another process now, is removed."""
+    try:
+        with open(record, encoding="utf-8") as f:
+            running = json.load(f)
+        pgid, started = int(running["pgid"]), running["started"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    ended = False
+    if _start_time(pgid) == started:
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            ended = True
+            deadline = time.monotonic() + wait
+            while _start_time(pgid) == started and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if _start_time(pgid) != started:
+                break
+    if os.path.exists(record):
+        os.unlink(record)
+    return ended
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time (so that a reused pid is not taken for it), or None if gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+def _write_record(path: str, content: dict[str, Any]) -> None:
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(content, f)
 
 
 def create_argv(executable: str, uri: str, name: str, meta_file: str, user_file: str, fetch_default_key: bool) -> list[str]:

@@ -16,7 +16,8 @@ import hashlib
 import re
 import shlex
 import struct
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 KNOWN_KEY_TYPES = frozenset(
     {
@@ -133,8 +134,64 @@ def check_host(host: str) -> str:
 
 
 def keyscan_argv(host: str, port: int, timeout: int, types: tuple[str, ...] = DEFAULT_TYPES) -> list[str]:
-    """The ssh-keyscan command line that asks for every key type the server serves."""
+    """The ssh-keyscan command line that asks for these key types."""
     return ["ssh-keyscan", "-T", str(timeout), "-p", str(port), "-t", ",".join(types), host]
+
+
+class KeyscanError(HostKeyError):
+    """The host served no key, or an invalid one."""
+
+
+def scan_host_keys(
+    run: Callable[[list[str]], tuple[int, str, str]],
+    host: str,
+    port: int,
+    types: Sequence[str] = DEFAULT_TYPES,
+    timeout: int = 10,
+    wait: float = 0,
+    attempts: int = 3,
+) -> tuple[str, list[list[str]]]:
+    """Every key of ``types`` the host serves, asked one type at a time:
+    right after a boot, one ssh-keyscan asking for several types can stall on
+    one of them until its timeout and come back without it. First, until
+    ``wait`` seconds have passed, until the host answers for some type; then
+    each type it has not answered for yet, ``attempts`` times at most (a type
+    it does not serve answers nothing, quickly). ``run`` runs an argument
+    vector and returns (exit code, stdout, stderr). Returns the normalized
+    keys and the command lines run."""
+    commands: list[list[str]] = []
+    found: dict[str, str] = {}
+    errors: list[str] = []
+
+    def ask(key_type: str) -> None:
+        argv = keyscan_argv(host, port, timeout, (key_type,))
+        commands.append(argv)
+        _rc, out, err = run(argv)
+        if any(line and not line.startswith("#") for line in out.splitlines()):
+            found[key_type] = out
+        elif err.strip():
+            errors.append(err.strip().splitlines()[-1])
+
+    deadline = time.monotonic() + wait
+    while not found:
+        for key_type in types:
+            ask(key_type)
+            if found:
+                break
+        if not found and time.monotonic() >= deadline:
+            last = f": {errors[-1]}" if errors else ""
+            raise KeyscanError(f"{host} port {port} served no SSH host key (waited {wait:g} s){last}")
+        if not found:
+            time.sleep(1)
+    for key_type in types:
+        for _attempt in range(attempts):
+            if key_type in found:
+                break
+            ask(key_type)
+    try:
+        return parse_keyscan("".join(found[t] for t in types if t in found)), commands
+    except HostKeyError as error:
+        raise KeyscanError(f"{host} port {port} served an invalid host key: {error}") from None
 
 
 def parse_keyscan(output: str) -> str:

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
+from ansible_collections.teuthology.lab.plugins.module_utils.downburst import DownburstError, shortname
 from ansible_collections.teuthology.lab.plugins.module_utils.host_keys import (
     HOST_RE,
     HostKeyError,
@@ -117,6 +118,38 @@ _URL_SCHEMES = ("sqlite", "postgresql")
 class LabError(Exception):
     """An error for the user: bad input, a refused request, an unreachable
     database. Raised before anything is committed, so nothing changed."""
+
+
+# What kind of refusal, for callers that answer each differently (the lock
+# server's HTTP statuses); the message is the same as a plain LabError's.
+
+
+class NodeNotFound(LabError):
+    """A named node is not in the lab."""
+
+
+class NodeExists(LabError):
+    """A node to add is in the lab already."""
+
+
+class LockConflict(LabError):
+    """A node's lock state forbids the request: locked by another owner (or
+    with another description), down, or not locked."""
+
+
+class DatabaseUnavailable(LabError):
+    """The database failed the transaction (unreachable, or aborting it each
+    time it was tried); the message names it with its password masked."""
+
+
+class Shortfall(LabError):
+    """Fewer nodes free than requested: ``available`` of ``requested``, for
+    the machine type that came closest."""
+
+    def __init__(self, message: str, requested: int, available: int) -> None:
+        super().__init__(message)
+        self.requested = requested
+        self.available = available
 
 
 class _Retry(Exception):
@@ -248,6 +281,8 @@ def _parse_time(what: str, value: str | dt.datetime) -> dt.datetime:
 
 
 _TIME_FIELDS = ("locked_since", "lease_expires", "vm_since")
+# What a lock sets and an unlock clears.
+_LOCK_FIELDS = ("locked", "locked_by", "description", "lease_expires")
 
 
 def node_dict(row: Any) -> dict[str, Any]:
@@ -407,6 +442,8 @@ class _Statements:
                 nodes.c.machine_type == param("machine_type", nodes.c.machine_type),
                 nodes.c.up.is_(True),
                 nodes.c.locked.is_(False),
+                # A free slot whose VM is not gone yet (the reaper destroying it) is not handed out.
+                nodes.c.vm_state.is_(None),
                 *(optional_equal(field, nodes.c[field]) for field in ("arch", "os_type", "os_version")),
             )
             .order_by(nodes.c.name)
@@ -631,9 +668,9 @@ class Lab:
                 message = _scrub(str(driver_error), self.url)
                 self._drop_lost_connection(error)
                 if getattr(driver_error, "sqlstate", None) not in _PG_RETRY_CODES:
-                    raise LabError(f"db: cannot use database {mask_url(self.url)}: {message}") from None
+                    raise DatabaseUnavailable(f"db: cannot use database {mask_url(self.url)}: {message}") from None
                 reason = message
-        raise LabError(f"db: {mask_url(self.url)} aborted the transaction {_MAX_ATTEMPTS} times: {reason}")
+        raise DatabaseUnavailable(f"db: {mask_url(self.url)} aborted the transaction {_MAX_ATTEMPTS} times: {reason}")
 
     def _drop_lost_connection(self, error: Exception) -> None:
         """After a lost connection (server restart, network), the next call connects anew."""
@@ -697,7 +734,7 @@ class Lab:
         rows = self._rows(conn, self.sql.named_for_update, {"names": list(names)})
         missing = sorted(set(names) - {row.name for row in rows})
         if missing:
-            raise LabError(f"names: unknown node{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+            raise NodeNotFound(f"names: unknown node{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
         return rows
 
     def _update(self, conn: Any, update: Any, params: dict[str, Any]) -> list[Any]:
@@ -724,10 +761,18 @@ class Lab:
         os_version: str | None = None,
         description: str | None = None,
         lease: str | int | None = None,
+        extend_only: bool = False,
+        top_up: bool = True,
     ) -> Locked:
         """Lock ``names``, or ``count`` free nodes of the first of
         ``machine_types`` that has them all. Locking ``names`` the owner holds
-        with a ``lease`` extends their lease."""
+        with a ``lease`` extends their lease; ``extend_only`` requires every
+        name to be held already (it extends, and locks nothing).
+
+        With ``count`` and a ``description``, the nodes the owner already
+        holds with that description count toward ``count`` unless ``top_up``
+        is false: then every request takes ``count`` free nodes (paddles'
+        ``lock_many``, whose callers ask again for what they still miss)."""
         check_owner(owner)
         for what, value in (("arch", arch), ("os_type", os_type), ("os_version", os_version)):
             if value is not None:
@@ -735,25 +780,31 @@ class Lab:
         if description is not None:
             check_description(description)
         request = _LockRequest(owner, arch, os_type, os_version, description, parse_lease(lease))
+        if extend_only and not (names and request.lease_seconds):
+            raise LabError("extend: needs names and a lease")
         if names:
             names = split_list("names", names)
             if count is not None or machine_types:
                 raise LabError("names: give either names, or count with machine_type, not both")
-            return self._run(lambda conn: self._lock_names(conn, names, request))
+            return self._run(lambda conn: self._lock_names(conn, names, request, extend_only))
         if count is None or not machine_types:
             raise LabError("lock needs names, or count with machine_type")
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise LabError(f"count: {count!r} is not a number of nodes (at least 1)")
         types = split_list("machine_type", machine_types)
-        return self._run(lambda conn: self._lock_count(conn, count, types, request))
+        return self._run(lambda conn: self._lock_count(conn, count, types, request, top_up))
 
-    def _lock_names(self, conn: Any, names: list[str], request: _LockRequest) -> Locked:
+    def _lock_names(self, conn: Any, names: list[str], request: _LockRequest, extend_only: bool = False) -> Locked:
         rows = self._select_names(conn, names)
         for row in rows:
             if row.locked and row.locked_by != request.owner:
-                raise LabError(f"names: node {row.name} is locked by {row.locked_by}")
+                raise LockConflict(f"names: node {row.name} is locked by {row.locked_by}")
+            if extend_only and not row.locked:
+                raise LockConflict(f"names: node {row.name} is not locked by {request.owner}: only a held lock is extended")
             if not row.locked and not row.up:
-                raise LabError(f"names: node {row.name} is down")
+                raise LockConflict(f"names: node {row.name} is down")
+            if not row.locked and row.vm_state:
+                raise LockConflict(f"names: node {row.name} is free but its VM is {row.vm_state} (playbooks/reap.yml cleans it up)")
             mismatch = request.mismatch(row)
             if mismatch:
                 raise LabError(f"names: node {row.name} {mismatch}")
@@ -780,14 +831,14 @@ class Lab:
         self._record(conn, history)
         return self._update(conn, self.sql.extend, {"ids": [row.id for row in rows], "new_lease": new_lease})
 
-    def _lock_count(self, conn: Any, count: int, types: list[str], request: _LockRequest) -> Locked:
+    def _lock_count(self, conn: Any, count: int, types: list[str], request: _LockRequest, top_up: bool) -> Locked:
         if self.is_postgres:
             # Lockers of a type one after the other, each reading the pool as the
             # previous one left it; a fixed order, so that no two wait for each other.
             for key in sorted({_type_lock_key(t) for t in types}):
                 self._rows(conn, self.sql.type_lock, {"key": key})
-        self._check_known_types(conn, types)
-        held = self._held(conn, types, request) if request.description is not None else {}
+        self._check_known_types(conn, types, count)
+        held = self._held(conn, types, request) if request.description is not None and top_up else {}
         shortfalls = []
         for machine_type in types:
             have = held.get(machine_type, [])
@@ -800,7 +851,11 @@ class Lab:
             if taken:
                 return Locked([row.name for row in taken], _by_name([*have, *taken]), [])
             shortfalls.append((machine_type, need, len(have), len(self._free(conn, machine_type, need, request))))
-        raise LabError("; ".join(_shortfall_message(*shortfall, request) for shortfall in shortfalls))
+        raise Shortfall(
+            "; ".join(_shortfall_message(*shortfall, request) for shortfall in shortfalls),
+            requested=count,
+            available=max(shortfall[2] + shortfall[3] for shortfall in shortfalls),  # held + free
+        )
 
     def _free(self, conn: Any, machine_type: str, need: int, request: _LockRequest) -> list[Any]:
         """Up to ``need`` free nodes of the type, row-locked in name order;
@@ -822,7 +877,7 @@ class Lab:
         events = {"event_action": "lock", "event_actor": request.owner, "event_time": _utcnow(), "event_details": details}
         return self._rows(conn, self.sql.take_recorded, {**params, **events})
 
-    def _check_known_types(self, conn: Any, types: list[str]) -> None:
+    def _check_known_types(self, conn: Any, types: list[str], count: int) -> None:
         """Every type must have nodes. Types seen once are remembered: a type
         that later loses its nodes only means none are free."""
         unseen = [t for t in types if t not in self._known_types]
@@ -830,7 +885,7 @@ class Lab:
             self._known_types.update(row.machine_type for row in self._rows(conn, self.sql.known_types, {"types": unseen}))
         unknown = [t for t in types if t not in self._known_types]
         if unknown:
-            raise LabError(f"machine_type: no nodes of type {', '.join(unknown)} in the lab")
+            raise Shortfall(f"machine_type: no nodes of type {', '.join(unknown)} in the lab", requested=count, available=0)
 
     def _held(self, conn: Any, types: list[str], request: _LockRequest) -> dict[str, list[Any]]:
         """The owner's nodes with this description that meet the request, by type."""
@@ -895,11 +950,18 @@ class Lab:
         all_nodes: bool = False,
         force: bool = False,
         lock_tokens: dict[str, str] | None = None,
+        description: str | None = None,
+        require_locked: bool = False,
     ) -> tuple[bool, list[dict[str, Any]]]:
         """Unlock ``names`` (or every node ``owner`` holds) in one transaction.
         Returns (changed, the unlocked nodes as they were before). With
         ``lock_tokens`` ({name: token}), each named node must still hold that
-        lock: if any was unlocked or locked again since, nothing is unlocked."""
+        lock: if any was unlocked or locked again since, nothing is unlocked.
+
+        A ``description`` must be the locked node's own (teuthology's scheduled
+        jobs share one owner; the description, a job's archive path, tells
+        them apart). With ``require_locked`` a named node that is not locked
+        is refused instead of left as it is."""
         check_owner(owner)
         names = split_list("names", names)
         if bool(names) == bool(all_nodes):
@@ -913,10 +975,14 @@ class Lab:
             for row in rows:
                 if row.name in tokens:
                     _check_lock_held(row.name, row, tokens[row.name])
+                if require_locked and not row.locked:
+                    raise LockConflict(f"names: node {row.name} is not locked")
             held = [row for row in rows if row.locked]
             for row in held:
                 if row.locked_by != owner and not force:
-                    raise LabError(f"names: node {row.name} is locked by {row.locked_by}, not {owner} (force: true unlocks it)")
+                    raise LockConflict(f"names: node {row.name} is locked by {row.locked_by}, not {owner} (force: true unlocks it)")
+                if description is not None and row.description != description and not force:
+                    raise LockConflict(f"names: node {row.name} is locked with description {row.description!r}, not {description!r}")
             self._release(conn, held, owner, force)
             return bool(held), [node_dict(row) for row in held]
 
@@ -936,7 +1002,17 @@ class Lab:
     # -- administration
 
     def set_node(
-        self, name: str, fields: dict[str, Any], *, actor: str, note: str | None = None, lock_token: str | None = None
+        self,
+        name: str,
+        fields: dict[str, Any],
+        *,
+        actor: str,
+        note: str | None = None,
+        lock_token: str | None = None,
+        create: bool = True,
+        update: bool = True,
+        keep_lock: bool = False,
+        locked_since: str | dt.datetime | None = None,
     ) -> tuple[bool, dict[str, Any] | None, dict[str, Any]]:
         """Create node ``name`` or update the given fields (``None`` leaves a
         field alone, ``""`` clears it); ``note`` adds a history row of its own
@@ -945,17 +1021,29 @@ class Lab:
         A run writing about the slot it locked (keys, notes, up/down, VM state)
         names its ``lock_token``: if the slot was unlocked or locked again
         since, nothing changes and the error says the lock changed. Without a
-        token it is an admin's write, recorded as such (``admin: true``)."""
+        token it is an admin's write, recorded as such (``admin: true``).
+
+        Unless ``create``, a node not in the lab is an error (NodeNotFound);
+        unless ``update``, a node in the lab is (NodeExists). With
+        ``keep_lock``, a node that is locked keeps its lock whatever the
+        lock fields given say (an import never unlocks nor takes over a
+        lock). A node this call locks is locked since ``locked_since``
+        (default: now)."""
         check_token("name", name)
         check_owner(actor)
         values = _node_values(fields)
         if lock_token is not None:
             check_lock_token(lock_token)
+        since = _parse_time("locked_since", locked_since) if locked_since is not None else None
         signed = {"lock_token": lock_token} if lock_token else {"admin": True}
         notes = [{"node": name, "action": "note", "actor": actor, "details": {"note": check_description(note), **signed}}] if note else []
 
         def set_in(conn: Any) -> tuple[bool, dict[str, Any] | None, dict[str, Any]]:
             row = conn.execute(sa.select(nodes).where(nodes.c.name == name).with_for_update()).first()
+            if row is None and not create:
+                raise NodeNotFound(f"name: unknown node {name}")
+            if row is not None and not update:
+                raise NodeExists(f"name: node {name} already exists")
             if lock_token is not None:
                 _check_lock_held(name, row, lock_token)
             if row is None:
@@ -963,11 +1051,12 @@ class Lab:
                     raise LabError(f"machine_type: required to add node {name}")
                 new = {"up": True, "locked": False, **values}
                 if new["locked"]:
-                    new.setdefault("locked_since", _utcnow())
+                    new.setdefault("locked_since", since or _utcnow())
                     new["lock_token"] = new_lock_token()
                 if new.get("vm_state"):
                     new["vm_since"] = _utcnow()
                 _check_lock_fields(name, new)
+                self._check_vm_name(conn, name, new.get("vpshost"))
                 # Two callers adding one name at once: the loser's insert is a unique
                 # violation on PostgreSQL, and the re-run (_run) finds the winner's row.
                 conn.execute(nodes.insert().values(name=name, **new))
@@ -975,9 +1064,10 @@ class Lab:
                 self._record(conn, [{"node": name, "action": "add", "actor": actor, "details": details}, *notes])
                 return True, None, self._nodes(conn, [name])[0]
             before = node_dict(row)
-            changes = {k: v for k, v in values.items() if getattr(row, k) != v}
+            kept = _LOCK_FIELDS if keep_lock and row.locked else ()
+            changes = {k: v for k, v in values.items() if getattr(row, k) != v and k not in kept}
             if "locked" in changes:
-                changes["locked_since"] = _utcnow() if changes["locked"] else None
+                changes["locked_since"] = (since or _utcnow()) if changes["locked"] else None
                 changes["lock_token"] = new_lock_token() if changes["locked"] else None
                 if not changes["locked"]:
                     changes.update(locked_by=None, description=None, lease_expires=None)
@@ -987,11 +1077,32 @@ class Lab:
                 self._record(conn, notes)
                 return bool(notes), before, before
             _check_lock_fields(name, {**row._asdict(), **changes})
+            if "vpshost" in changes:
+                self._check_vm_name(conn, name, changes["vpshost"])
             conn.execute(nodes.update().where(nodes.c.id == row.id).values(**changes))
             self._record(conn, [*notes, *_change_events(name, actor, before, changes, signed)])
             return True, before, self._nodes(conn, [name])[0]
 
         return self._run(set_in)
+
+    def _check_vm_name(self, conn: Any, name: str, vpshost: str | None) -> None:
+        """A VM slot's VM is named by the slot's short name, and downburst destroy
+        deletes every volume of its vpshost whose name starts with that name: no
+        slot's short name on one vpshost may start with another's."""
+        if not vpshost:
+            return
+        try:
+            mine = shortname(name)
+        except DownburstError as error:
+            raise LabError(str(error)) from None
+        others = conn.execute(sa.select(nodes.c.name).where(nodes.c.vpshost == vpshost, nodes.c.name != name)).scalars()
+        for other in others:
+            theirs = other.split(".", 1)[0]
+            if mine.startswith(theirs) or theirs.startswith(mine):
+                raise LabError(
+                    f"name: the VM names {mine} ({name}) and {theirs} ({other}) on vpshost {vpshost} collide: downburst "
+                    f"destroy of one deletes the volumes of the other (those whose names start with its name)"
+                )
 
     def remove_node(self, name: str, *, actor: str, force: bool = False) -> tuple[bool, dict[str, Any] | None]:
         check_token("name", name)
@@ -1002,13 +1113,62 @@ class Lab:
             if row is None:
                 return False, None
             if row.locked and not force:
-                raise LabError(f"name: node {name} is locked by {row.locked_by}; unlock it first or use force: true")
+                raise LockConflict(f"name: node {name} is locked by {row.locked_by}; unlock it first or use force: true")
             conn.execute(nodes.delete().where(nodes.c.id == row.id))
             unlocked = [_unlock_event(row, actor, force)] if row.locked else []
             self._record(conn, [*unlocked, {"node": name, "action": "remove", "actor": actor, "details": {"locked_by": row.locked_by}}])
             return True, node_dict(row)
 
         return self._run(remove_in)
+
+    # -- the reaper
+
+    def claim_for_reaping(
+        self, name: str, *, actor: str, lock_token: str | None, vm_state: str | None, reason: str
+    ) -> dict[str, Any] | None:
+        """Mark the VM of node ``name`` as being destroyed by the reaper, if the
+        node is still as the reaper found it: the same lock (``lock_token``,
+        None for a free slot) and the same ``vm_state``. Returns the node as
+        claimed, or None if it changed meanwhile (nothing is changed then). A
+        claimed free slot is not handed out (the lock rules take only slots
+        without a VM state) until its VM is gone."""
+        check_token("name", name)
+        check_owner(actor)
+        if lock_token is not None:
+            check_lock_token(lock_token)
+        details = {"step": "destroy", "reason": check_description(reason)}
+
+        def claim_in(conn: Any) -> dict[str, Any] | None:
+            row = conn.execute(sa.select(nodes).where(nodes.c.name == name).with_for_update()).first()
+            if row is None or row.lock_token != lock_token or row.vm_state != (vm_state or None):
+                return None
+            conn.execute(nodes.update().where(nodes.c.id == row.id).values(vm_state="destroying", vm_since=_utcnow()))
+            self._record(conn, [{"node": name, "action": "reap", "actor": actor, "details": details}])
+            return self._nodes(conn, [name])[0]
+
+        return self._run(claim_in)
+
+    def release_reaped(self, reaped: dict[str, str], *, actor: str, reason: dict[str, str]) -> list[dict[str, Any]]:
+        """Unlock nodes whose VMs the reaper destroyed ({name: lock token}),
+        each only if it still holds that lock; history events ``reap`` (why)
+        and ``unlock``. Returns the unlocked nodes as they were before."""
+        check_owner(actor)
+        tokens = {check_token("names", name): check_lock_token(token) for name, token in reaped.items()}
+
+        def release_in(conn: Any) -> list[dict[str, Any]]:
+            rows = [row for row in self._select_names(conn, sorted(tokens)) if row.locked and row.lock_token == tokens[row.name]]
+            self._record(
+                conn,
+                (
+                    {"node": row.name, "action": "reap", "actor": actor,
+                     "details": {"step": "unlock", "reason": check_description(reason[row.name]), "locked_by": row.locked_by}}
+                    for row in rows
+                ),
+            )
+            self._release(conn, rows, actor, force=True)
+            return [node_dict(row) for row in rows]
+
+        return self._run(release_in) if tokens else []
 
     # -- queries
 
@@ -1024,13 +1184,17 @@ class Lab:
         description: str | None = None,
         expired: bool | None = None,
         vm_states: Sequence[str] | None = None,
+        os_type: str | None = None,
+        os_version: str | None = None,
+        limit: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Nodes matching every filter given (``None`` matches anything), by name.
-        ``description`` matches a case-sensitive substring, on both databases.
-        ``expired``: locked nodes whose lease has ended (or the others).
-        ``vm_states``: VM states to match, ``none`` for slots without a VM."""
-        others = (machine_types, owner, vpshost, description, vm_states)
-        if names and not any(others) and locked is None and up is None and expired is None:
+        """Nodes matching every filter given (``None`` matches anything), by name,
+        the first ``limit`` of them if given. ``description`` matches a
+        case-sensitive substring, on both databases. ``expired``: locked
+        nodes whose lease has ended (or the others). ``vm_states``: VM states
+        to match, ``none`` for slots without a VM."""
+        filtered = any((machine_types, owner, vpshost, description, vm_states, os_type, os_version)) or limit is not None
+        if names and not filtered and locked is None and up is None and expired is None:
             named = split_list("names", names)  # a lock server's read-back: the prebuilt statement
             return self._run(lambda conn: [node_dict(row) for row in self._rows(conn, self.sql.named, {"names": named})], write=False)
         conditions = []
@@ -1063,10 +1227,13 @@ class Lab:
             if "none" in wanted:
                 matches.append(nodes.c.vm_state.is_(None))
             conditions.append(sa.or_(*matches))
-        return self._run(
-            lambda conn: [node_dict(row) for row in conn.execute(sa.select(nodes).where(*conditions).order_by(nodes.c.name))],
-            write=False,
-        )
+        for field, value in (("os_type", os_type), ("os_version", os_version)):
+            if value:
+                conditions.append(nodes.c[field] == check_token(field, value))
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise LabError(f"limit: {limit!r} is not a number of nodes")
+        statement = sa.select(nodes).where(*conditions).order_by(nodes.c.name).limit(limit)
+        return self._run(lambda conn: [node_dict(row) for row in conn.execute(statement)], write=False)
 
     def history(self, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """Events, oldest first, of ``names`` (every node when None)."""
@@ -1104,7 +1271,8 @@ def _unlock_event(row: Any, actor: str, force: bool) -> dict[str, Any]:
 
 def summarize(node_list: Iterable[dict[str, Any]], now: dt.datetime | None = None) -> dict[str, dict[str, int]]:
     """Per machine_type counts of total / up / locked / free (``teuthology-lock
-    --summary``), locks whose lease has ended (``expired``), and VMs per state."""
+    --summary``; free: what a lock can take, up, unlocked and without a VM
+    state), locks whose lease has ended (``expired``), and VMs per state."""
     now = (now or _utcnow()).replace(tzinfo=dt.UTC)
     summary: dict[str, dict[str, int]] = {}
     for node in node_list:
@@ -1114,7 +1282,7 @@ def summarize(node_list: Iterable[dict[str, Any]], now: dt.datetime | None = Non
         counts["total"] += 1
         counts["up"] += bool(node["up"])
         counts["locked"] += bool(node["locked"])
-        counts["free"] += bool(node["up"] and not node["locked"])
+        counts["free"] += bool(node["up"] and not node["locked"] and not node.get("vm_state"))
         counts["expired"] += bool(node["locked"] and node["lease_expires"] and dt.datetime.fromisoformat(node["lease_expires"]) <= now)
         if node.get("vm_state"):
             counts[node["vm_state"]] += 1
@@ -1180,6 +1348,12 @@ class _LockRequest:
 def _shortfall_message(machine_type: str, need: int, have: int, free: int, request: _LockRequest) -> str:
     held = f" ({have} already held by {request.owner} with this description)" if have else ""
     return f"requested {need} {machine_type} node{'s' if need > 1 else ''}, {free} free{held}"
+
+
+def check_node_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """The node fields as ``set_node`` would store them, validated, changing
+    nothing: to check a whole batch before writing any of it."""
+    return _node_values(fields)
 
 
 def _node_values(fields: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,13 @@ description:
     O(retries) times. If that destroy fails, the module fails saying so, with the destroy's exit code, error and
     command line.
   - A failed create is not cleaned up here (downburst leaves the VM); the role M(teuthology.lab.downburst) destroys it.
-  - O(state=absent) runs C(downburst -c URI destroy SHORTNAME); a VM that is already gone is not an error.
+  - Gives the VM the user-data teuthology gives it, C(user=O(user)) (the image's default user gets that name, the
+    meta-data's public keys and sudo) and C(manage_etc_hosts=true), and the meta-data C(local-hostname) the node's name.
+  - While a create runs, downburst runs in a process group of its own, recorded in a file under
+    C(~/.cache/teuthology-lab/downburst) on the host it runs on. O(state=absent) first ends a create of that VM that
+    still runs there (a run killed or cancelled mid-create leaves one; SIGTERM to its process group, SIGKILL 10 s later),
+    so that no VM appears after the destroy; then it runs C(downburst -c URI destroy SHORTNAME). A VM that is already
+    gone is not an error.
 version_added: 0.1.0
 author: teuthology.lab contributors (@teuthology-lab)
 options:
@@ -40,9 +46,18 @@ options:
     description: The downburst executable, instead of looking for it.
     type: path
   libvirt_uri:
-    description: The libvirt URI downburst connects to (C(-c)).
+    description:
+      - The libvirt URI downburst connects to (C(-c)).
+      - Or a URI alias, as teuthology runs downburst on its own host with C(-c VPSHOST_SHORTNAME); the alias must be in
+        the user's C(~/.config/libvirt/libvirt.conf) or C(~/.libvirt/libvirt.conf), for root C(/etc/libvirt/libvirt.conf)
+        (where libvirt reads C(uri_aliases); the playbook C(teuthology.lab.libvirt_aliases) writes them), else the module
+        fails naming the files.
     type: str
     default: qemu:///system
+  user:
+    description: The VM's user, that the public keys log in as (cloud-config C(user)); teuthology's is V(ubuntu).
+    type: str
+    default: ubuntu
   cpus:
     description: Number of virtual CPUs.
     type: int
@@ -152,6 +167,10 @@ stderr:
   description: downburst's standard error of the last command.
   returned: when run
   type: str
+ended_create:
+  description: With O(state=absent), whether a create of this VM that still ran was ended first.
+  returned: with O(state=absent), unless in check mode
+  type: bool
 rc:
   description: The exit code of the command that failed.
   returned: on failure of a downburst command
@@ -163,6 +182,7 @@ command:
   type: str
 """
 
+import os
 import shlex
 from pathlib import Path
 
@@ -178,6 +198,7 @@ def main() -> None:
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
             "executable": {"type": "path"},
             "libvirt_uri": {"type": "str", "default": downburst_utils.DEFAULT_URI},
+            "user": {"type": "str", "default": "ubuntu"},
             "cpus": {"type": "int", "default": 1},
             "ram": {"type": "str", "default": "3.8G"},
             "disk_size": {"type": "str", "default": "100G"},
@@ -194,15 +215,19 @@ def main() -> None:
     )
     params = module.params
     node = params["node"]
+    home = str(Path.home())
     result: dict = {"searched": []}
     try:
         name = downburst_utils.shortname(str(node.get("name", "")))
-        downburst_utils.check_uri(params["libvirt_uri"])
+        uri = downburst_utils.check_uri(params["libvirt_uri"])
+        if "://" not in uri:
+            downburst_utils.libvirt_alias(uri, home, root=os.geteuid() == 0)
         downburst_utils.check_retries(params["retries"])
-        executable, result["searched"] = downburst_utils.find_executable(params["executable"], module.get_bin_path, str(Path.home()))
+        executable, result["searched"] = downburst_utils.find_executable(params["executable"], module.get_bin_path, home)
         result["executable"] = executable
         if params["state"] == "present":
             meta = downburst_utils.meta_data(
+                hostname=str(node["name"]),
                 os_type=node.get("os_type"),
                 os_version=node.get("os_version"),
                 arch=node.get("arch"),
@@ -216,24 +241,27 @@ def main() -> None:
                 public_keys=params["public_keys"],
                 extra=params["extra_meta_data"],
             )
-            user = downburst_utils.user_data(params["host_keys"])
+            user = downburst_utils.user_data(params["user"], params["host_keys"])
     except downburst_utils.DownburstError as error:
         module.fail_json(msg=f"{node.get('name')}: {error}", **result)
 
-    def run(argv: list[str], pass_fds: tuple[int, ...] = ()) -> tuple[int, str]:
+    record = downburst_utils.create_record(home, uri, name)
+
+    def run(argv: list[str], pass_fds: tuple[int, ...] = (), record: str | None = None) -> tuple[int, str]:
         result.setdefault("commands", []).append(argv)
-        rc, _out, err = module.run_command(argv, pass_fds=pass_fds)
+        rc, err = downburst_utils.run_downburst(argv, pass_fds, record)
         result["stderr"] = err
         return rc, err
 
     if params["state"] == "absent":
-        argv = downburst_utils.destroy_argv(executable, params["libvirt_uri"], name)
+        argv = downburst_utils.destroy_argv(executable, uri, name)
         if module.check_mode:
             module.exit_json(changed=True, commands=[argv], **result)
+        result["ended_create"] = downburst_utils.end_running_create(record)
         rc, err = run(argv)
         if rc != 0:
             module.fail_json(msg=f"{node['name']}: downburst destroy failed: {' '.join(downburst_utils.error_lines(err))}", rc=rc, **result)
-        module.exit_json(changed=not downburst_utils.was_absent(err), **result)
+        module.exit_json(changed=result["ended_create"] or not downburst_utils.was_absent(err), **result)
 
     result["meta_data"] = meta
     # In memory, not in files: the user-data may hold private host keys, and a create killed at its
@@ -243,11 +271,13 @@ def main() -> None:
         downburst_utils.memory_file("user-data", downburst_utils.user_data_text(user)),
     )
     meta_file, user_file = (f"/dev/fd/{fd}" for fd in files)
-    argv = downburst_utils.create_argv(executable, params["libvirt_uri"], name, meta_file, user_file, params["fetch_default_key"])
+    argv = downburst_utils.create_argv(executable, uri, name, meta_file, user_file, params["fetch_default_key"])
     if module.check_mode:
         module.exit_json(changed=True, commands=[argv], **result)
-    destroy = downburst_utils.destroy_argv(executable, params["libvirt_uri"], name)
-    outcome = downburst_utils.create_with_retries(lambda command: run(command, files), argv, destroy, params["retries"])
+    destroy = downburst_utils.destroy_argv(executable, uri, name)
+    outcome = downburst_utils.create_with_retries(
+        lambda command: run(command, files, record if command is argv else None), argv, destroy, params["retries"]
+    )
     result["creates"] = outcome.creates
     if outcome.rc != 0:
         module.fail_json(msg=f"{node['name']}: {outcome.error(name)}", rc=outcome.rc, command=shlex.join(outcome.argv), **result)

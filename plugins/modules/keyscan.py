@@ -10,6 +10,8 @@ short_description: Scan a node's SSH host keys, every type it serves
 description:
   - Runs C(ssh-keyscan) for every host key type OpenSSH serves by default and returns the keys, validated and
     normalized as M(teuthology.lab.node) records them (one C(TYPE BASE64) line each).
+  - Asks one type at a time, each up to O(attempts) times; right after a boot, one C(ssh-keyscan) asking for several
+    types can stall on one of them until its timeout and come back without that key.
   - Optionally waits until the host answers, for a machine that is still booting.
   - Changes nothing; record the result with M(teuthology.lab.node) and O(teuthology.lab.node#module:ssh_pub_key).
 version_added: 0.1.0
@@ -37,6 +39,10 @@ options:
     description: Keep trying for this many seconds until the host answers with at least one key. V(0) tries once.
     type: int
     default: 0
+  attempts:
+    description: Once the host answers, how many times each type it has not answered for yet is asked (at least 1).
+    type: int
+    default: 3
 attributes:
   check_mode:
     support: full
@@ -75,18 +81,16 @@ keys:
   returned: success
   type: list
   elements: str
-cmd:
-  description: The ssh-keyscan command line that found them.
+cmds:
+  description: The ssh-keyscan command lines run, in order (one type each).
   returned: always
   type: list
-  elements: str
+  elements: list
 """
-
-import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.teuthology.lab.plugins.module_utils.host_keys import HostKeyError, check_host, keyscan_argv, parse_keyscan
+from ansible_collections.teuthology.lab.plugins.module_utils.host_keys import HostKeyError, check_host, scan_host_keys
 
 
 def main() -> None:
@@ -97,6 +101,7 @@ def main() -> None:
             "types": {"type": "list", "elements": "str", "choices": ["ed25519", "ecdsa", "rsa"], "default": ["ed25519", "ecdsa", "rsa"]},
             "timeout": {"type": "int", "default": 10},
             "wait": {"type": "int", "default": 0},
+            "attempts": {"type": "int", "default": 3},
         },
         supports_check_mode=True,
     )
@@ -107,21 +112,15 @@ def main() -> None:
         module.fail_json(msg=f"host: {error}")
     if not 1 <= params["port"] <= 65535:
         module.fail_json(msg=f"port: {params['port']} is not a TCP port (1-65535)")
-    argv = keyscan_argv(host, params["port"], params["timeout"], tuple(params["types"]))
-    deadline = time.monotonic() + params["wait"]
-    while True:
-        rc, out, err = module.run_command(argv)
-        if any(line and not line.startswith("#") for line in out.splitlines()):
-            break
-        if time.monotonic() >= deadline:
-            message = f"{host} port {params['port']} served no SSH host key (waited {params['wait']} s): {err.strip()}"
-            module.fail_json(msg=message, cmd=argv, rc=rc)
-        time.sleep(1)
+    if params["attempts"] < 1:
+        module.fail_json(msg=f"attempts: {params['attempts']} is not a number of attempts (at least 1)")
     try:
-        keys = parse_keyscan(out)
+        keys, cmds = scan_host_keys(
+            module.run_command, host, params["port"], params["types"], params["timeout"], params["wait"], params["attempts"]
+        )
     except HostKeyError as error:
-        module.fail_json(msg=f"{host} port {params['port']} served an invalid host key: {error}", cmd=argv)
-    module.exit_json(changed=False, ssh_pub_key=keys, keys=keys.splitlines(), cmd=argv)
+        module.fail_json(msg=str(error))
+    module.exit_json(changed=False, ssh_pub_key=keys, keys=keys.splitlines(), cmds=cmds)
 
 
 if __name__ == "__main__":

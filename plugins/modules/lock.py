@@ -67,6 +67,12 @@ options:
         C(extend)); RV(extended) names them.
       - The reaper (playbook C(teuthology.lab.reap)) frees nodes whose lease has ended, destroying their VMs first.
     type: str
+  extend:
+    description:
+      - Only extend leases; every node of O(names) must be held by O(owner) already, else nothing changes and the task
+        fails naming the node. Needs O(names) and O(lease).
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -97,6 +103,12 @@ EXAMPLES = r"""
     count: 2
     machine_type: smithi,mira
     arch: x86_64
+
+- name: Four more hours on the nodes I hold
+  teuthology.lab.lock:
+    names: [vpm001.front.sepia.ceph.com]
+    lease: 4h
+    extend: true
 
 - name: Lock these nodes, on a shared PostgreSQL lock database
   teuthology.lab.lock:
@@ -154,6 +166,7 @@ def main() -> None:
             "os_version": {"type": "str"},
             "description": {"type": "str"},
             "lease": {"type": "str"},
+            "extend": {"type": "bool", "default": False},
         },
         mutually_exclusive=[("names", "count"), ("names", "machine_type")],
         required_one_of=[("names", "count")],
@@ -173,6 +186,7 @@ def main() -> None:
             os_version=params["os_version"],
             description=params["description"],
             lease=params["lease"],
+            extend_only=params["extend"],
         )
         return {
             "changed": bool(newly_locked or extended),

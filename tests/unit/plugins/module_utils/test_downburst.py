@@ -8,6 +8,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -18,11 +20,15 @@ from ansible_collections.teuthology.lab.plugins.module_utils.downburst import (
     check_retries,
     checkout_candidates,
     create_argv,
+    create_record,
     destroy_argv,
+    end_running_create,
     error_lines,
     find_executable,
+    libvirt_alias,
     memory_file,
     meta_data,
+    run_downburst,
     says_exists,
     shortname,
     user_data,
@@ -31,6 +37,7 @@ from ansible_collections.teuthology.lab.plugins.module_utils.downburst import (
 )
 
 SETTINGS = {
+    "hostname": "vpm001.front.sepia.ceph.com",
     "os_type": "ubuntu",
     "os_version": "22.04",
     "arch": "x86_64",
@@ -65,6 +72,7 @@ def test_meta_data_types_and_what_is_left_out():
     assert "distro" not in settings  # not given: downburst's default
     assert "networks" not in settings  # no MAC address: downburst's default network
     assert meta["public-keys"] == ["ssh-ed25519 AAAA me"]  # blank keys dropped, each stripped
+    assert meta["local-hostname"] == "vpm001.front.sepia.ceph.com"  # the FQDN, as teuthology gives it
     # JSON is what the module writes; it must round-trip unchanged.
     assert json.loads(json.dumps(meta)) == meta
 
@@ -86,6 +94,7 @@ def test_meta_data_extra_top_level_keys_stay_top_level():
         ({"arch": "$(uname -m)"}, "arch: '$(uname -m)' is not valid"),
         ({"cpus": 0}, "cpus must be at least 1"),
         ({"additional_disks": -1}, "additional_disks at least 0"),
+        ({"hostname": "vpm001 -x"}, "name: 'vpm001 -x' is not a host name"),
     ],
 )
 def test_meta_data_refuses_bad_input_naming_it(override, message):
@@ -102,18 +111,59 @@ def test_meta_data_with_mac_address_pins_the_network():
 def test_user_data_serves_exactly_the_given_keys():
     pairs = {"ed25519": {"private": "PRIVATE-ED", "public": "ssh-ed25519 AAAA\n"},
              "rsa": {"private": "PRIVATE-RSA", "public": "ssh-rsa BBBB"}}
-    assert user_data(pairs) == {
+    teuthologys = {"user": "ubuntu", "manage_etc_hosts": True}  # the default user's name; hostname -f is the FQDN
+    assert user_data("ubuntu", pairs) == {
+        **teuthologys,
         "ssh_deletekeys": True,  # no key types cloud-init would make on its own
         "ssh_keys": {"ed25519_private": "PRIVATE-ED", "ed25519_public": "ssh-ed25519 AAAA",
                      "rsa_private": "PRIVATE-RSA", "rsa_public": "ssh-rsa BBBB"},
     }
-    assert user_data(None) == {} and user_data({}) == {}
+    assert user_data("ubuntu", None) == teuthologys == user_data("ubuntu", {})
+    assert user_data("cloud-user", None)["user"] == "cloud-user"
     assert user_data_text({}).startswith("#cloud-config\n")
 
 
-def test_user_data_refuses_unknown_key_types():
+def test_user_data_refuses_unknown_key_types_and_bad_users():
     with pytest.raises(DownburstError, match="host_keys: 'dsa' is not one of ed25519, ecdsa, rsa"):
-        user_data({"dsa": {"private": "x", "public": "ssh-dss AAAA"}})
+        user_data("ubuntu", {"dsa": {"private": "x", "public": "ssh-dss AAAA"}})
+    for user in ("root; id", "Ubuntu", "", "a" * 40):
+        with pytest.raises(DownburstError, match=r"user: .* is not a user name"):
+            user_data(user, None)
+
+
+def test_libvirt_alias_is_read_from_the_users_libvirt_conf(tmp_path):
+    conf = tmp_path / ".config/libvirt/libvirt.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text('# managed\nuri_aliases = [\n  "mira001=qemu+ssh://ubuntu@mira001.front.sepia.ceph.com/system?no_tty=1",\n]\n')
+    assert libvirt_alias("mira001", str(tmp_path)) == "qemu+ssh://ubuntu@mira001.front.sepia.ceph.com/system?no_tty=1"
+    with pytest.raises(DownburstError) as error:
+        libvirt_alias("mira002", str(tmp_path))
+    assert f"no uri_aliases entry 'mira002' in {conf} or {tmp_path}/.libvirt/libvirt.conf" in str(error.value)
+    legacy = tmp_path / ".libvirt/libvirt.conf"  # older libvirt's place
+    legacy.parent.mkdir()
+    legacy.write_text('uri_aliases = [ "mira002=qemu+ssh://ubuntu@mira002/system" ]\n')
+    assert libvirt_alias("mira002", str(tmp_path)) == "qemu+ssh://ubuntu@mira002/system"
+
+
+def test_a_recorded_create_is_ended_and_a_stale_record_is_dropped(tmp_path):
+    record = create_record(str(tmp_path), "qemu:///system", "vpm001")
+    assert record.startswith(str(tmp_path / ".cache/teuthology-lab/downburst"))
+    # A "downburst" that runs until ended: the record names its process group while it runs.
+    done = {}
+    runner = threading.Thread(target=lambda: done.update(result=run_downburst(["sleep", "60"], record=record)))
+    runner.start()
+    deadline = time.monotonic() + 10
+    while not os.path.exists(record) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert end_running_create(record, grace=5) is True
+    runner.join(timeout=15)
+    assert done["result"][0] == -15  # SIGTERM
+    assert not os.path.exists(record)
+    # A record whose process is gone (or whose pid was reused) ends nothing, and is removed.
+    with open(record, "w") as f:
+        json.dump({"pgid": os.getpid(), "started": "1"}, f)
+    assert end_running_create(record) is False and not os.path.exists(record)
+    assert end_running_create(record) is False  # no record at all
 
 
 def test_create_and_destroy_are_argument_vectors():
@@ -125,11 +175,11 @@ def test_create_and_destroy_are_argument_vectors():
         "downburst", "-v", "-c", "qemu+ssh://root@mira001/system", "destroy", "vpm001"]
 
 
-@pytest.mark.parametrize("uri", ["", "qemu:///system; reboot", "system", "qemu:///sys tem", "-c", "qemu:///system\n"])
+@pytest.mark.parametrize("uri", ["", "qemu:///system; reboot", "mira 001", "qemu:///sys tem", "-c", "qemu:///system\n"])
 def test_bad_libvirt_uri_is_refused_before_any_command(uri):
     with pytest.raises(DownburstError) as error:
         create_argv("downburst", uri, "vpm001", "m", "u", fetch_default_key=False)
-    assert f"libvirt_uri: {uri!r} is not a libvirt URI" in str(error.value)
+    assert f"libvirt_uri: {uri!r} is not a libvirt URI (e.g. qemu:///system) or URI alias" in str(error.value)
     with pytest.raises(DownburstError):
         destroy_argv("downburst", uri, "vpm001")
 

@@ -21,6 +21,7 @@ from ansible_collections.teuthology.lab.plugins.module_utils.host_keys import (
     normalize_host_keys,
     parse_keyscan,
     pinned_ssh_vars,
+    scan_host_keys,
 )
 
 
@@ -176,3 +177,27 @@ def test_control_path_leaves_user_and_port_to_ssh():
     # 17 characters ssh appends while it sets the master up.
     longest = formatted.replace("%r", "u" * 32).replace("%p", "65535")
     assert len(longest) + 17 < 104
+
+
+def test_scan_asks_one_type_at_a_time_and_again_for_a_type_that_stalled():
+    """Right after a boot one ssh-keyscan for every type can come back without the key that
+    stalled: each type is asked on its own, and a missing one again (the real scans run on
+    real VMs in tests/test_provision.py; here the answers are scripted)."""
+    ed25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+    answers = {"ed25519": ["", f"h {ed25519}\n"]}  # nothing the first time; no ecdsa or rsa key at all
+    asked = []
+
+    def run(argv):
+        (key_type,) = argv[argv.index("-t") + 1].split(",")  # one type per scan
+        asked.append(key_type)
+        pending = answers.get(key_type, [])
+        return 0, pending.pop(0) if pending else "", ""
+
+    keys, commands = scan_host_keys(run, "127.0.0.1", 22, wait=10, attempts=3)
+    assert keys == ed25519 and len(commands) == len(asked)
+    assert asked == ["ed25519", "ecdsa", "rsa", "ed25519", "ecdsa", "ecdsa", "ecdsa", "rsa", "rsa", "rsa"]
+
+
+def test_scan_gives_up_after_waiting():
+    with pytest.raises(HostKeyError, match=r"127.0.0.1 port 2222 served no SSH host key \(waited 0 s\)"):
+        scan_host_keys(lambda argv: (1, "", "connection refused"), "127.0.0.1", 2222, wait=0)
