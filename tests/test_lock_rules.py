@@ -191,3 +191,32 @@ def test_sqlite_without_returning_keeps_the_rules(tmp_path):
         assert snapshot(lab)[0][2]["locked_by"] == ALICE
         lab.close()
     assert results[False] == results[True]
+
+
+def test_vm_names_that_collide_on_a_vpshost_are_refused(db_url, lab):
+    """downburst destroy deletes every volume whose name starts with the VM's: no slot's
+    short name on one vpshost may start with another's."""
+    seed(lab, "vps", 1, "vpm", vpshost=VPSHOST)  # vpm001
+    before = snapshot(lab)
+    run = run_tasks(
+        [
+            task("node", "prefix of", ignore_errors=True, db=db_url, name="vpm00.front.sepia.ceph.com", machine_type="vps",
+                 vpshost=VPSHOST),
+            task("node", "starts with", ignore_errors=True, db=db_url, name="vpm001-2.front.sepia.ceph.com", machine_type="vps",
+                 vpshost=VPSHOST),
+            task("node", "same short name", ignore_errors=True, db=db_url, name="vpm001.other.example.com", machine_type="vps",
+                 vpshost=VPSHOST),
+        ]
+    )
+    for step, other in (("prefix of", "vpm00"), ("starts with", "vpm001-2"), ("same short name", "vpm001")):
+        message = run.result(step)["msg"]
+        assert message.startswith(f"name: the VM names {other} (") and "collide: downburst destroy of one deletes the volumes" in message
+    assert snapshot(lab) == before
+    run = run_tasks(
+        [
+            task("node", "other vpshost", db=db_url, name="vpm001-2.front.sepia.ceph.com", machine_type="vps", vpshost="mira002.front"),
+            task("node", "moved onto it", ignore_errors=True, db=db_url, name="vpm001-2.front.sepia.ceph.com", vpshost=VPSHOST),
+        ]
+    )
+    assert run.result("other vpshost")["changed"] is True
+    assert "collide" in run.result("moved onto it")["msg"]

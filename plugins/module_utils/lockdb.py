@@ -9,11 +9,14 @@ fields of ``NODE_FIELDS`` (datetimes as ISO 8601 strings in UTC).
 Atomicity: every public method runs in one transaction. On SQLite a write
 transaction takes the database's write lock up front (``BEGIN IMMEDIATE``),
 so writers run one after the other. On PostgreSQL a request for ``count``
-nodes first takes a transaction-level advisory lock per requested machine
-type (in a fixed order), so requests for the same type run one after the
-other and each one reads the pool after the previous one committed; rows
-that another transaction holds for a moment (an admin's change, a lock by
-name) are waited for, not skipped. So, on both databases, as
+nodes that does not count nodes already held first tries, without waiting,
+the first type's free nodes no other transaction holds (``SKIP LOCKED``):
+enough of them meet the request by the first type. Otherwise (too few, or an
+idempotent request) it takes a transaction-level advisory lock per requested
+machine type (in a fixed order), so such requests for the same type run one
+after the other, each reading the pool after the previous one committed, and
+rows that another transaction holds for a moment are waited for, not skipped.
+So, on both databases, as
 tests/test_concurrency.py proves under load: no node is ever locked twice; a
 request that the free pool can satisfy is not refused; with several machine
 types the first one that can satisfy the whole request wins; identical
@@ -478,18 +481,21 @@ class _Statements:
         self.record = events.insert()
         self.returning_update = {update: update.returning(*nodes.c) for update in (self.lock, self.release, self.extend)}
         if dialect == "postgresql":
-            # Take ``need`` free nodes, or none if fewer are free, in one statement
-            # (one round trip under the type's lock), returning the OS they had.
-            candidates = (
-                self.free.with_only_columns(
-                    nodes.c.id, nodes.c.os_type.label("old_os_type"), nodes.c.os_version.label("old_os_version")
-                ).cte("candidates")
-            )
-            enough = sa.select(sa.func.count()).select_from(candidates).scalar_subquery() == sa.bindparam("need", type_=sa.Integer)
-            self.take = (
-                lock.where(nodes.c.id == candidates.c.id, enough)
-                .returning(*nodes.c, candidates.c.old_os_type, candidates.c.old_os_version)
-            )
+            # Take ``need`` free nodes, or none if fewer are free, in one statement,
+            # returning the OS they had; waiting for rows others hold, or skipping them.
+            def take(skip_locked: bool) -> Any:
+                candidates = (
+                    self.free.with_for_update(skip_locked=skip_locked)
+                    .with_only_columns(nodes.c.id, nodes.c.os_type.label("old_os_type"), nodes.c.os_version.label("old_os_version"))
+                    .cte("candidates")
+                )
+                enough = sa.select(sa.func.count()).select_from(candidates).scalar_subquery() == sa.bindparam("need", type_=sa.Integer)
+                return (
+                    lock.where(nodes.c.id == candidates.c.id, enough)
+                    .returning(*nodes.c, candidates.c.old_os_type, candidates.c.old_os_version)
+                )
+
+            self.take = {skip: take(skip) for skip in (False, True)}
             # Events of one action and actor, many nodes: one statement, the nodes and
             # details as one JSON array ([{"node": ..., "details": {...}}, ...]).
             event = sa.func.json_array_elements(sa.bindparam("events", type_=sa.Text).cast(JSON)).table_valued("value").render_derived()
@@ -507,18 +513,21 @@ class _Statements:
             self.release_recorded = self.record_many.add_cte(self.release.cte("released"))
             # A take whose events all have the same details (no OS to change): one
             # statement, so that the type's lock is held for one round trip.
-            taken = self.take.cte("taken")
-            recorded = events.insert().from_select(
-                ["node", "action", "actor", "time", "details"],
-                sa.select(
-                    taken.c.name,
-                    sa.bindparam("event_action", type_=events.c.action.type),
-                    sa.bindparam("event_actor", type_=events.c.actor.type),
-                    sa.bindparam("event_time", type_=sa.DateTime),
-                    sa.bindparam("event_details", type_=sa.Text).cast(JSON),
-                ),
-            )
-            self.take_recorded = sa.select(taken).add_cte(recorded.cte("recorded"))
+            def take_recorded(skip_locked: bool) -> Any:
+                taken = self.take[skip_locked].cte("taken")
+                recorded = events.insert().from_select(
+                    ["node", "action", "actor", "time", "details"],
+                    sa.select(
+                        taken.c.name,
+                        sa.bindparam("event_action", type_=events.c.action.type),
+                        sa.bindparam("event_actor", type_=events.c.actor.type),
+                        sa.bindparam("event_time", type_=sa.DateTime),
+                        sa.bindparam("event_details", type_=sa.Text).cast(JSON),
+                    ),
+                )
+                return sa.select(taken).add_cte(recorded.cte("recorded"))
+
+            self.take_recorded = {skip: take_recorded(skip) for skip in (False, True)}
 
 
 _STATEMENTS: dict[str, _Statements] = {}
@@ -832,13 +841,21 @@ class Lab:
         return self._update(conn, self.sql.extend, {"ids": [row.id for row in rows], "new_lease": new_lease})
 
     def _lock_count(self, conn: Any, count: int, types: list[str], request: _LockRequest, top_up: bool) -> Locked:
+        self._check_known_types(conn, types, count)
+        counts_held = request.description is not None and top_up
+        if self.is_postgres and not counts_held:
+            # First, without waiting for anyone: the first type's free nodes that no other
+            # transaction holds (SKIP LOCKED). If they are enough, the request is met by the
+            # first type, as the rules want; if not, the careful way below decides.
+            taken = self._take_free(conn, types[0], count, request, skip_locked=True)
+            if taken:
+                return Locked([row.name for row in taken], _by_name(taken), [])
         if self.is_postgres:
             # Lockers of a type one after the other, each reading the pool as the
             # previous one left it; a fixed order, so that no two wait for each other.
             for key in sorted({_type_lock_key(t) for t in types}):
                 self._rows(conn, self.sql.type_lock, {"key": key})
-        self._check_known_types(conn, types, count)
-        held = self._held(conn, types, request) if request.description is not None and top_up else {}
+        held = self._held(conn, types, request) if counts_held else {}
         shortfalls = []
         for machine_type in types:
             have = held.get(machine_type, [])
@@ -862,20 +879,21 @@ class Lab:
         rows another transaction holds are waited for, then re-checked."""
         return self._rows(conn, self.sql.free, {"machine_type": machine_type, "need": need, **request.filters(machine_type)})
 
-    def _take_free(self, conn: Any, machine_type: str, need: int, request: _LockRequest) -> list[Any]:
+    def _take_free(self, conn: Any, machine_type: str, need: int, request: _LockRequest, skip_locked: bool = False) -> list[Any]:
         """Lock ``need`` free nodes of the type for the request, or none if
-        fewer are free; returns them as updated. On PostgreSQL one statement."""
+        fewer are free; returns them as updated. On PostgreSQL one statement,
+        which waits for rows other transactions hold, or skips them."""
         if not self.is_postgres:
             candidates = self._free(conn, machine_type, need, request)
             return self._take(conn, candidates, request) if len(candidates) == need else []
         params = {"machine_type": machine_type, "need": need, **request.filters(machine_type), **self._lock_params(request)}
         if request.may_change_os(machine_type):
-            taken = self._rows(conn, self.sql.take, params)
+            taken = self._rows(conn, self.sql.take[skip_locked], params)
             self._record(conn, self._lock_history(taken, request, params, "old_os_type", "old_os_version"))
             return taken
         details = json.dumps(self._lock_details(request, params))
         events = {"event_action": "lock", "event_actor": request.owner, "event_time": _utcnow(), "event_details": details}
-        return self._rows(conn, self.sql.take_recorded, {**params, **events})
+        return self._rows(conn, self.sql.take_recorded[skip_locked], {**params, **events})
 
     def _check_known_types(self, conn: Any, types: list[str], count: int) -> None:
         """Every type must have nodes. Types seen once are remembered: a type
