@@ -75,8 +75,11 @@ def write_standin_config(
     slots_file: Path | None = None,
     pool: str | None = None,
     cloud_image: CloudImage | None = None,
+    pools: dict[str, str] | None = None,
 ) -> Path:
-    """The stand-in's config: image paths, state dir, the vpshost's storage pool."""
+    """The stand-in's config: image paths, state dir, and the vpshost's storage `pool`
+    or, for a stand-in on the controller, the `pools` of the vpshosts by their names
+    (what it is given with -c: a libvirt URI alias, or the host of a URI)."""
     config: dict[str, object] = {
         "kernel": str(image.kernel),
         "initrd": str(image.initrd),
@@ -90,6 +93,8 @@ def write_standin_config(
         config["slots_file"] = str(slots_file)
     if pool is not None:
         config["pool"] = pool
+    if pools is not None:
+        config["pools"] = pools
     if cloud_image is not None:
         config["cloud"] = {
             "qcow2": str(cloud_image.qcow2),
@@ -361,6 +366,8 @@ class Lab:
         self.client_pubkey = self.run_dir / "client_key.pub"
         self.slots_file = self.run_dir / "slots.json"
         self.pools: dict[str, str] = {}  # vpshost name -> its storage pool
+        # The config of a stand-in on the controller (downburst -c VPSHOST): every vpshost's pool.
+        self.standin_config = self.run_dir / "downburst-standin.json"
         self._daemons_started = False
 
     def __enter__(self) -> Lab:
@@ -372,6 +379,7 @@ class Lab:
     def ensure_image(self) -> Image:
         if self.image is None:
             self.image = ensure_image()
+            self._write_configs()
         return self.image
 
     def ensure_cloud_image(self) -> CloudImage:
@@ -381,9 +389,7 @@ class Lab:
             from .cloud_image import ensure_cloud_image
 
             self.cloud_image = ensure_cloud_image()
-            for host in self.vpshosts:
-                if host.name in self.pools:
-                    self._write_config(host)
+            self._write_configs()
         return self.cloud_image
 
     def start_daemons(self) -> None:
@@ -400,7 +406,7 @@ class Lab:
         """NAME → forwarded port map the stand-in uses when meta-data has no lab.ssh_port."""
         self.slots_file.write_text(json.dumps(slots, indent=2) + "\n")
 
-    def standin_config(self, host: VPSHost) -> Path:
+    def host_config(self, host: VPSHost) -> Path:
         """The config of `host`'s stand-in (which names the host's pool)."""
         return self.run_dir / f"downburst-standin.{host.name}.json"
 
@@ -412,9 +418,13 @@ class Lab:
         """The volumes in `host`'s storage pool."""
         return lab_volumes(self.pool(host))
 
-    def _write_config(self, host: VPSHost) -> Path:
-        image = self.ensure_image()
-        return write_standin_config(self.standin_config(host), image, self.slots_file, self.pools[host.name], self.cloud_image)
+    def _write_configs(self) -> None:
+        """Each vpshost's stand-in config, and the controller's (standin_config)."""
+        assert self.image is not None
+        for host in self.vpshosts:
+            if host.name in self.pools:
+                write_standin_config(self.host_config(host), self.image, self.slots_file, self.pools[host.name], self.cloud_image)
+        write_standin_config(self.standin_config, self.image, self.slots_file, cloud_image=self.cloud_image, pools=dict(self.pools))
 
     def install_downburst(self, host: VPSHost, path: str | None = None) -> Path:
         """Install the stand-in on `host`: in its PATH dir, or at `path` in its namespace;
@@ -424,9 +434,10 @@ class Lab:
             name = f"{self.run_dir.name}-{host.name}"
             create_pool(name, self.run_dir)
             self.pools[host.name] = name
-        config = self._write_config(host)
+        self.ensure_image()
+        self._write_configs()
         dest = host.bin_dir / "downburst" if path is None else host.path(path)
-        return install_downburst(dest, config)
+        return install_downburst(dest, self.host_config(host))
 
     def start_vpshosts(self, n: int, with_downburst: bool = True, private_root: bool = False) -> list[VPSHost]:
         """Start `n` more vpshosts (127.0.1.N); with_downburst puts the stand-in on PATH;
