@@ -1,10 +1,12 @@
-"""The lab's Debian cloud image (lab/cloud_image.py), booted by QEMU directly with a NoCloud seed.
+"""The lab's Debian cloud image (lab/cloud_image.py), booted by QEMU directly with a NoCloud seed,
+then by the downburst stand-in (lab: {image: cloud}) for its failure modes.
 
 Real cloud-init reads the seed ISO and real sshd serves the keys: these tests
 check what a downburst-made VM would serve, from the host side only (loopback):
 ssh-keyscan, ssh with strict host key checking, and the done signal (the seed
-CD-ROM's tray opens, seen through QMP). Three VMs, at most two at once; each
-takes 1.5-3 minutes to boot under software emulation. No libvirt needed.
+CD-ROM's tray opens, seen through QMP). Five VMs, at most two at once; each
+takes 1.5-3 minutes to boot under software emulation. No libvirt needed but for
+the stand-in's.
 """
 
 from __future__ import annotations
@@ -20,15 +22,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab.cloud_image import CloudImage, QemuVM, boot_for_test, ensure_cloud_image
-from lab.sshd import keygen, strict_ssh_options
+from lab import Lab, free_port, guest_ssh, lab_domains, served_host_keys, write_known_hosts
+from lab.cloud_image import DONE_MARKER, CloudImage, QemuVM, boot_for_test, ensure_cloud_image
+from lab.config import cache_dir
+from lab.daemons import virsh
+from lab.sshd import keygen, ssh_banner
 
 log = logging.getLogger(__name__)
 
 FQDN = "vpm001.front.sepia.ceph.com"
 BOOT_TIMEOUT = 300
-# ssh-keyscan -t names; "ecdsa" covers the nistp256/384/521 variants.
-SCAN_TYPES = ("rsa", "ecdsa", "ed25519", "dsa")
 KEY_TYPES = ("ed25519", "ecdsa", "rsa")
 
 
@@ -78,41 +81,8 @@ def meta_data(instance_id: str, sshd_keygen: bool = False) -> str:
     return yaml.safe_dump(data)
 
 
-def scan(port: int, ktype: str) -> set[tuple[str, str]]:
-    out = subprocess.run(
-        ["ssh-keyscan", "-T", "20", "-t", ktype, "-p", str(port), "127.0.0.1"],
-        capture_output=True, text=True, timeout=90, check=False,
-    ).stdout  # fmt: skip
-    return {(f[1], f[2]) for f in (line.split() for line in out.splitlines()) if len(f) >= 3 and not f[0].startswith("#")}
-
-
-def served_keys(port: int, attempts: int = 3) -> set[tuple[str, str]]:
-    """Every host key served, asking one type at a time, each type up to `attempts` times until it answers."""
-    found: set[tuple[str, str]] = set()
-    for ktype in SCAN_TYPES:
-        for attempt in range(attempts):
-            answer = scan(port, ktype)
-            if answer:
-                found |= answer
-                break
-            if attempt + 1 < attempts:
-                time.sleep(2)
-    return found
-
-
-def guest_ssh(vm: QemuVM, keys: dict[str, Path], known_hosts: Path, command: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            "ssh", *strict_ssh_options(known_hosts, connect_timeout=30),
-            "-i", str(keys["client"]), "-p", str(vm.ssh_port), "ubuntu@127.0.0.1", command,
-        ],
-        capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
-
-
-def write_known_hosts(path: Path, port: int, host_keys: set[tuple[str, str]]) -> Path:
-    path.write_text("".join(f"[127.0.0.1]:{port} {t} {b}\n" for t, b in sorted(host_keys)))
-    return path
+def vm_ssh(vm: QemuVM, keys: dict[str, Path], known_hosts: Path, command: str) -> subprocess.CompletedProcess[str]:
+    return guest_ssh(vm.ssh_port, keys["client"], known_hosts, command, user="ubuntu")
 
 
 def boot(cloud_image: CloudImage, directory: Path, name: str, keys: dict[str, Path], types: tuple[str, ...], sshd_keygen: bool) -> QemuVM:
@@ -152,36 +122,36 @@ class TestTwoAtOnce:
     def test_injected_keys_served_exactly(self, vms: dict[str, QemuVM], keys: dict[str, Path], tmp_path: Path) -> None:
         vm = vms["three"]
         injected = {pubkey(keys[t]) for t in KEY_TYPES}
-        assert served_keys(vm.ssh_port) == injected
+        assert served_host_keys(vm.ssh_port) == injected
 
         # The done signal: the tray opened (waited for by the fixture) and the console says why.
         assert vm.cdrom_tray_open()
         assert vm.done_marker() == ("done", "yes"), vm.console()[-3000:]
 
         known_hosts = write_known_hosts(tmp_path / "known_hosts", vm.ssh_port, injected)
-        r = guest_ssh(vm, keys, known_hosts, "hostname -f")
+        r = vm_ssh(vm, keys, known_hosts, "hostname -f")
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip() == FQDN
 
-        r = guest_ssh(vm, keys, known_hosts, "cloud-init status --wait --long")
+        r = vm_ssh(vm, keys, known_hosts, "cloud-init status --wait --long")
         assert r.returncode == 0, r.stdout + r.stderr
         assert "status: done" in r.stdout
         assert "DataSourceNoCloud" in r.stdout and "/dev/sr0" in r.stdout, r.stdout
 
         # Passwordless sudo from the users: entry; cloud-init's own account of errors.
-        r = guest_ssh(vm, keys, known_hosts, "sudo -n cat /run/cloud-init/result.json")
+        r = vm_ssh(vm, keys, known_hosts, "sudo -n cat /run/cloud-init/result.json")
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["v1"]["errors"] == []
 
-        r = guest_ssh(vm, keys, known_hosts, "sudo -n cat /var/log/cloud-init.log")
+        r = vm_ssh(vm, keys, known_hosts, "sudo -n cat /var/log/cloud-init.log")
         assert r.returncode == 0, r.stderr
         assert "Running module ssh" in r.stdout
         # The RHEL-like switch is off without lab: {sshd_keygen: true} in meta-data.
-        assert guest_ssh(vm, keys, known_hosts, "sudo -n systemctl is-active lab-sshd-keygen.service").stdout.strip() == "inactive"
+        assert vm_ssh(vm, keys, known_hosts, "sudo -n systemctl is-active lab-sshd-keygen.service").stdout.strip() == "inactive"
 
     def test_rhel_like_switch_adds_key_types(self, vms: dict[str, QemuVM], keys: dict[str, Path]) -> None:
         vm = vms["rhel"]
-        served = served_keys(vm.ssh_port)
+        served = served_host_keys(vm.ssh_port)
         assert pubkey(keys["ed25519"]) in served
         # ssh-keygen -A makes whichever of rsa, ecdsa (nistp256) and ed25519 is missing.
         assert {ktype for ktype, _blob in served} == {"ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256"}, served
@@ -192,4 +162,43 @@ class TestTwoAtOnce:
 def test_ed25519_only_served_exactly(cloud_image: CloudImage, keys: dict[str, Path], tmp_path: Path) -> None:
     with boot(cloud_image, tmp_path / "vm", "vpm003", keys, ("ed25519",), False) as vm:
         wait_ready(vm)
-        assert served_keys(vm.ssh_port) == {pubkey(keys["ed25519"])}
+        assert served_host_keys(vm.ssh_port) == {pubkey(keys["ed25519"])}
+
+
+# How long, after the VM in failure mode "ssh" ejected, its twin in mode "boot" (started with it) is watched.
+NEVER_UP_WATCH = 60
+
+
+def test_standin_failure_modes() -> None:
+    """The stand-in's failure modes on this image (lab: {image: cloud}), two VMs started together.
+    "ssh": the guest comes up and ejects the CD-ROM, sshd never runs: --wait returns, no SSH.
+    "boot": the guest never comes up: long after its twin ejected, no eject, no SSH, no done line."""
+    with Lab() as lab:
+        (host,) = lab.start_vpshosts(1)
+        lab.ensure_cloud_image()
+        ports = {"ssh": free_port(), "boot": free_port()}
+        names = {"ssh": "vpm311", "boot": "vpm312"}
+        for mode, name in names.items():
+            host.write_file(f"/home/ubuntu/{name}.yaml", yaml.safe_dump({"lab": {"image": "cloud", "fail": mode, "ssh_port": ports[mode]}}))
+        never_up = host.run(["downburst", "create", "--nokey", "--meta-data=/home/ubuntu/vpm312.yaml", "vpm312"])
+        assert never_up.returncode == 0, never_up.stderr
+        started = time.monotonic()
+        create_and_wait = ["downburst", "create", "--wait", "--nokey", "--meta-data=/home/ubuntu/vpm311.yaml", "vpm311"]
+        up = host.run(create_and_wait, timeout=BOOT_TIMEOUT + 60)
+        assert up.returncode == 0, up.stderr
+        log.warning("failure mode ssh: create --wait returned after %.1fs", time.monotonic() - started)
+        # (Ejected by --wait's user-data part, in cloud-init's final stage: the image's own done line may come later.)
+        assert "tray='open'" in virsh("dumpxml", "vpm311").stdout
+        assert ssh_banner("127.0.0.1", ports["ssh"]) is None
+
+        deadline = time.monotonic() + NEVER_UP_WATCH
+        while time.monotonic() < deadline:
+            assert "tray='open'" not in virsh("dumpxml", "vpm312").stdout
+            assert ssh_banner("127.0.0.1", ports["boot"]) is None
+            time.sleep(5)
+        assert not DONE_MARKER.search((cache_dir() / "vms" / "vpm312" / "console.log").read_text(errors="replace"))
+
+        for name in names.values():
+            assert host.run(["downburst", "destroy", name]).returncode == 0
+        assert not set(lab_domains()) & set(names.values())
+        assert lab.volumes(host) == []

@@ -41,8 +41,17 @@ MODULES = (
     "failover",
     "net_failover",
     "virtio_net",
+    # The seed CD-ROM (IDE, as downburst attaches it), for the done signal: the
+    # guest ejects it once SSH listens, and the stand-in's --wait sees the tray open.
+    "scsi_common",
+    "scsi_mod",
+    "libata",
+    "ata_piix",
+    "cdrom",
+    "sr_mod",
 )
-DROPBEAR_BINARIES = ("/usr/sbin/dropbear", "/usr/bin/dropbearkey", "/usr/bin/dropbearconvert")
+# Copied with the shared libraries they link; eject is util-linux's (busybox-static has none).
+GUEST_BINARIES = ("/usr/sbin/dropbear", "/usr/bin/dropbearkey", "/usr/bin/dropbearconvert", "/usr/bin/eject")
 INIT_SCRIPT = LAB_DIR / "init.sh"
 
 
@@ -88,6 +97,7 @@ def _inputs() -> dict[str, str]:
         "kernel_version": kver,
         "busybox-static": _installed_version("busybox-static"),
         "dropbear-bin": _installed_version("dropbear-bin"),
+        "eject": _installed_version("eject"),
         "builder_sha256": digest,
     }
 
@@ -202,7 +212,7 @@ def _build(work: Path, deb: Path, inputs: dict[str, str]) -> dict[str, object]:
         w.file("bin/busybox", Path(_busybox_path()).read_bytes(), 0o755)
         w.symlink("bin/sh", "busybox")
         libs: set[str] = set()
-        for binary in DROPBEAR_BINARIES:
+        for binary in GUEST_BINARIES:
             w.file(binary, Path(binary).read_bytes(), 0o755)
             libs.update(_library_deps(binary))
         for lib in sorted(libs):

@@ -1,8 +1,11 @@
 #!/bin/busybox sh
 # PID 1 of the lab guest: a busybox-only initramfs that just brings up the
-# virtio NIC and serves SSH with dropbear.  Per-VM data (authorised keys,
-# hostname, optional fixed host keys) arrives in /lab/ from a small cpio that
-# the downburst stand-in appends to the shared initramfs.
+# virtio NIC, serves SSH with dropbear and then ejects the seed CD-ROM.  Per-VM
+# data (authorised keys, hostname, optional fixed host keys) arrives in /lab/
+# from a small cpio that the downburst stand-in appends to the shared initramfs;
+# the seed CD-ROM (cloud-init's NoCloud ISO) is attached as downburst attaches
+# it, but only ejected: the eject is the done signal `downburst create --wait`
+# watches for (the tray opens), as cloud images eject it when cloud-init is done.
 /bin/busybox --install -s
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc
@@ -59,6 +62,25 @@ else
     syslogd -O /dev/console
     log "serving ssh: dropbear -i -s $*"
     nc "-$backlog" -p 22 -e dropbear -i -s "$@" &
+fi
+
+# The done signal: eject the seed CD-ROM once SSH listens (right away when SSH
+# is off by failure mode "ssh": the guest came up, its sshd did not); failure
+# mode "boot" (lab.noeject) never gives it, so `downburst create --wait` times out.
+# (busybox nc listens on an IPv6 socket that takes IPv4 too: /proc/net/tcp6.)
+ssh_settled() {
+    grep -qw lab.nossh /proc/cmdline ||
+        awk '$2 ~ /:0016$/ && $4 == "0A" { found = 1 } END { exit !found }' /proc/net/tcp /proc/net/tcp6
+}
+if grep -qw lab.noeject /proc/cmdline; then
+    log "not ejecting the seed CD-ROM (lab.noeject)"
+else
+    i=0
+    while ! { [ -b /dev/sr0 ] && ssh_settled; } && [ "$i" -lt 200 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    if eject /dev/sr0; then log "ejected the seed CD-ROM"; else log "eject /dev/sr0 failed"; fi
 fi
 log "ready"
 while :; do sleep 3600; done
