@@ -19,7 +19,16 @@ def test_discovery_order(tmp_path):
         inventory.write_text(yaml.safe_dump({"all": {"hosts": lab.inventory()}}))
         home = tmp_path / "home"
         home.mkdir()
-        node = {"name": "vpm009.front.sepia.ceph.com", "vpshost": host.name, "locked_by": "alice@laptop"}
+        # The role writes the slot's VM state before the destroy: a real, locked slot (in check mode,
+        # nothing is written).
+        from ansible_collections.teuthology.lab.plugins.module_utils.lockdb import Lab
+
+        db = f"sqlite:///{tmp_path / 'lab.db'}"
+        handle = Lab(db)
+        name = "vpm009.front.sepia.ceph.com"
+        handle.set_node(name, {"machine_type": "vps", "vpshost": host.name}, actor="admin@lab")
+        (node,) = handle.lock(owner="alice@laptop", names=[name]).nodes
+        handle.close()
 
         def found(**role_vars):
             """Dry-run the role's destroy (check mode) and return its result."""
@@ -28,7 +37,7 @@ def test_discovery_order(tmp_path):
                 "-i", str(inventory), "--check",
                 hosts="localhost",
                 connection="ssh",  # what a delegated task uses: the vpshost's own connection
-                vars={"downburst_state": "absent", "downburst_node": node, **role_vars},
+                vars={"downburst_state": "absent", "downburst_node": node, "downburst_db": db, **role_vars},
                 env={"HOME": str(home)},
             )
             return run.result(STEP)
