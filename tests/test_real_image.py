@@ -53,7 +53,7 @@ def slots(cloud_lab, tmp_path):
     """A fresh lock database with the two VM slots; every test leaves no domain and no volume behind."""
     from ansible_collections.teuthology.lab.plugins.module_utils.lockdb import Lab
 
-    lab, ports, _ = cloud_lab
+    lab, ports = cloud_lab[:2]
     db = f"sqlite:///{tmp_path / 'lab.db'}"
     handle = Lab(db)
     for short, vpshost in SLOTS.items():
