@@ -421,9 +421,13 @@ def launch_answers(template: str) -> dict:
     return answers
 
 
+PER_LOCK_FIELDS = ("locked_since", "lease_expires", "lock_token", "vm_since")
+
+
 def outcome(root: Path, template: str, answers: dict) -> list[dict]:
     """Launch the template on a fresh lab (3 free smithi nodes, 2 held by the credential's owner,
-    1 by another); return every node afterwards, lock and lease times reduced to set or not."""
+    1 by another); return every node afterwards, the values each lock makes anew (times, lock
+    token) reduced to set or not."""
     from ansible_collections.teuthology.lab.plugins.module_utils.lockdb import Lab
 
     root.mkdir()
@@ -435,8 +439,7 @@ def outcome(root: Path, template: str, answers: dict) -> list[dict]:
         lab.lock(owner=OTHER_OWNER, names=names[5:], description="bob's")
         run = Awx(root, db_url).launch("job", template, answers)
         assert run.status == "successful", f"{template} with {answers}:\n{run.stdout.read()}"
-        return [{**node, "locked_since": node["locked_since"] is not None, "lease_expires": node["lease_expires"] is not None}
-                for node in lab.query()]
+        return [{**node, **{field: node[field] is not None for field in PER_LOCK_FIELDS}} for node in lab.query()]
     finally:
         lab.close()
 
