@@ -471,11 +471,10 @@ class _Statements:
             **new_os,
         )
         self.lock = lock.where(ids)
-        self.release = (
-            nodes.update()
-            .where(ids)
-            .values(locked=False, locked_by=None, locked_since=None, description=None, lease_expires=None, lock_token=None)
+        release = nodes.update().values(
+            locked=False, locked_by=None, locked_since=None, description=None, lease_expires=None, lock_token=None
         )
+        self.release = release.where(ids)
         self.extend = nodes.update().where(ids).values(lease_expires=param("new_lease", nodes.c.lease_expires))
         self.by_id = sa.select(nodes).where(ids)
         self.record = events.insert()
@@ -511,6 +510,27 @@ class _Statements:
             )
             # An unlock's UPDATE and its history in one statement.
             self.release_recorded = self.record_many.add_cte(self.release.cte("released"))
+            # An owner's unlock of nodes it holds, checked, released and recorded in one
+            # statement: all of them, or none if any is unknown or not held by the owner.
+            # Returns the nodes as they were.
+            named = self.named_for_update.cte("named")
+            all_held = (
+                sa.select(sa.func.count() == sa.bindparam("name_count", type_=sa.Integer))
+                .where(named.c.locked.is_(True), named.c.locked_by == param("owner", nodes.c.locked_by))
+                .scalar_subquery()
+            )
+            released = release.where(nodes.c.id == named.c.id, all_held).returning(*named.c).cte("released")
+            recorded = events.insert().from_select(
+                ["node", "action", "actor", "time", "details"],
+                sa.select(
+                    released.c.name,
+                    sa.literal("unlock", type_=events.c.action.type),
+                    param("owner", events.c.actor),
+                    sa.bindparam("event_time", type_=sa.DateTime),
+                    sa.bindparam("event_details", type_=sa.Text).cast(JSON),
+                ),
+            )
+            self.release_held = sa.select(released).add_cte(recorded.cte("recorded"))
 
             # A take whose events all have the same details (no OS to change): one
             # statement, so that the type's lock is held for one round trip.
@@ -654,9 +674,12 @@ class Lab:
 
     # -- transactions
 
-    def _run(self, fn: Callable[[Any], _T], write: bool = True, keep: bool = False) -> _T:
+    def _run(self, fn: Callable[[Any], _T], write: bool = True, keep: bool = False, one_write: bool = False) -> _T:
         """Run ``fn(conn)`` in one transaction (rolled back in check mode unless
-        ``keep``), re-running it if PostgreSQL aborted it for contention."""
+        ``keep``), re-running it if PostgreSQL aborted it for contention.
+        ``one_write``: ``fn`` changes the database in at most one statement, which
+        is then its own transaction on PostgreSQL outside check mode (no BEGIN
+        and COMMIT round trips)."""
         reason = ""
         for _attempt in range(_MAX_ATTEMPTS):
             try:
@@ -666,7 +689,8 @@ class Lab:
                 if self.is_postgres:
                     # A read is one statement: no transaction to begin and end around it. The
                     # lock rules rely on READ COMMITTED's fresh snapshot per statement.
-                    options["isolation_level"] = "READ COMMITTED" if write else "AUTOCOMMIT"
+                    autocommit = not write or (one_write and not self.check_mode)
+                    options["isolation_level"] = "AUTOCOMMIT" if autocommit else "READ COMMITTED"
                 conn = self._conn.execution_options(**options)
                 with conn.begin() as tx:
                     result = fn(conn)
@@ -802,6 +826,16 @@ class Lab:
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise LabError(f"count: {count!r} is not a number of nodes (at least 1)")
         types = split_list("machine_type", machine_types)
+        if self.is_postgres and not (request.description is not None and top_up):
+            # First, without waiting for anyone: the first type's free nodes that no other
+            # transaction holds (SKIP LOCKED). If they are enough, the request is met by the
+            # first type, as the rules want; if not, the careful way of _lock_count decides.
+            taken = self._run(
+                lambda conn: self._take_unheld(conn, count, types, request),
+                one_write=not request.may_change_os(types[0]),
+            )
+            if taken:
+                return Locked([row.name for row in taken], _by_name(taken), [])
         return self._run(lambda conn: self._lock_count(conn, count, types, request, top_up))
 
     def _lock_names(self, conn: Any, names: list[str], request: _LockRequest, extend_only: bool = False) -> Locked:
@@ -841,16 +875,14 @@ class Lab:
         self._record(conn, history)
         return self._update(conn, self.sql.extend, {"ids": [row.id for row in rows], "new_lease": new_lease})
 
+    def _take_unheld(self, conn: Any, count: int, types: list[str], request: _LockRequest) -> list[Any]:
+        """``count`` free nodes of the first type that no other transaction holds, or none."""
+        self._check_known_types(conn, types, count)
+        return self._take_free(conn, types[0], count, request, skip_locked=True)
+
     def _lock_count(self, conn: Any, count: int, types: list[str], request: _LockRequest, top_up: bool) -> Locked:
         self._check_known_types(conn, types, count)
         counts_held = request.description is not None and top_up
-        if self.is_postgres and not counts_held:
-            # First, without waiting for anyone: the first type's free nodes that no other
-            # transaction holds (SKIP LOCKED). If they are enough, the request is met by the
-            # first type, as the rules want; if not, the careful way below decides.
-            taken = self._take_free(conn, types[0], count, request, skip_locked=True)
-            if taken:
-                return Locked([row.name for row in taken], _by_name(taken), [])
         if self.is_postgres:
             # Lockers of a type one after the other, each reading the pool as the
             # previous one left it; a fixed order, so that no two wait for each other.
@@ -988,6 +1020,15 @@ class Lab:
         tokens = {check_token("lock_tokens", name): check_lock_token(token) for name, token in (lock_tokens or {}).items()}
         if set(tokens) - set(names):
             raise LabError(f"lock_tokens: {', '.join(sorted(set(tokens) - set(names)))} not among names")
+
+        if self.is_postgres and names and not (all_nodes or force or tokens or description is not None):
+            # The common case first, one statement (its own transaction): the owner
+            # unlocks nodes it holds. If any is not, the checks below say why.
+            params = {"names": names, "name_count": len(set(names)), "owner": owner, "event_time": _utcnow(),
+                      "event_details": json.dumps(_unlock_details(owner, owner, force=False))}
+            released = self._run(lambda conn: self._rows(conn, self.sql.release_held, params), one_write=True)
+            if released:
+                return True, [node_dict(row) for row in released]
 
         def unlock_in(conn: Any) -> tuple[bool, list[dict[str, Any]]]:
             rows = self._rows(conn, self.sql.owned_for_update, {"owner": owner}) if all_nodes else self._select_names(conn, names)
@@ -1283,9 +1324,12 @@ def _by_name(rows: Iterable[Any]) -> list[dict[str, Any]]:
     return sorted((node_dict(row) for row in rows), key=lambda node: node["name"])
 
 
+def _unlock_details(locked_by: str, actor: str, force: bool) -> dict[str, Any]:
+    return {"locked_by": locked_by, "forced": force and locked_by != actor}
+
+
 def _unlock_event(row: Any, actor: str, force: bool) -> dict[str, Any]:
-    details = {"locked_by": row.locked_by, "forced": force and row.locked_by != actor}
-    return {"node": row.name, "action": "unlock", "actor": actor, "details": details}
+    return {"node": row.name, "action": "unlock", "actor": actor, "details": _unlock_details(row.locked_by, actor, force)}
 
 
 def summarize(node_list: Iterable[dict[str, Any]], now: dt.datetime | None = None) -> dict[str, dict[str, int]]:
