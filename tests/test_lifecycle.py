@@ -17,45 +17,26 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab import Lab as VMLab
 from lab import cleanup_domains, free_port, keyscan, lab_domains
 from support.ansible_run import BIN, REPO, ansible_env, run_playbook, run_tasks, task
 from support.seed import snapshot
+from support.vm_slots import DOMAIN, slots_database, start_vm_lab
 
 OWNER = "alice@laptop"
 # Slot names of their own, so that these tests' domains are not the other files' (vpm001...).
 SLOTS = {"vpl001": "vpshost1", "vpl002": "vpshost1", "vpl003": "vpshost2", "vpl004": "vpshost2"}
-DOMAIN = ".front.sepia.ceph.com"
 # Longer than a create of the lab's busybox guest takes here.
 CREATE_SECONDS = 45
 
 
 @pytest.fixture(scope="module")
 def vm_lab(tmp_path_factory):
-    with VMLab() as lab:
-        lab.start_vpshosts(2)
-        ports = {name: free_port() for name in SLOTS}
-        lab.set_slots(ports)
-        inventory = tmp_path_factory.mktemp("lifecycle") / "vpshosts.yml"
-        inventory.write_text(yaml.safe_dump({"all": {"hosts": lab.inventory()}}))
-        yield lab, ports, inventory
+    yield from start_vm_lab(tmp_path_factory, SLOTS, "lifecycle")
 
 
 @pytest.fixture
 def slots(vm_lab, tmp_path):
-    from ansible_collections.teuthology.lab.plugins.module_utils.lockdb import Lab
-
-    lab, ports = vm_lab[:2]
-    db = f"sqlite:///{tmp_path / 'lab.db'}"
-    handle = Lab(db)
-    for short, vpshost in SLOTS.items():
-        handle.set_node(short + DOMAIN, {"machine_type": "vps", "arch": "x86_64", "vpshost": vpshost,
-                                         "ssh_host": "127.0.0.1", "ssh_port": ports[short]}, actor="admin@lab")
-    extra = tmp_path / "extra.json"
-    extra.write_text(json.dumps({"downburst_authorized_keys": [lab.client_pubkey.read_text().strip()]}))
-    yield handle, db, extra
-    cleanup_domains(names=list(SLOTS))
-    handle.close()
+    yield from slots_database(*vm_lab[:2], SLOTS, tmp_path)
 
 
 def extra_args(**extra_vars):

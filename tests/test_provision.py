@@ -12,43 +12,24 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab import Lab as VMLab
-from lab import cleanup_domains, free_port, keyscan, lab_domains
+from lab import keyscan, lab_domains
 from support.ansible_run import BIN, REPO, ansible_env, run_playbook, run_tasks, task
+from support.vm_slots import DOMAIN, slots_database, start_vm_lab
 
 OWNER = "alice@laptop"
 # Two VM slots on each of two vpshosts.
 SLOTS = {"vpm001": "vpshost1", "vpm002": "vpshost1", "vpm003": "vpshost2", "vpm004": "vpshost2"}
-DOMAIN = ".front.sepia.ceph.com"
 
 
 @pytest.fixture(scope="module")
 def vm_lab(tmp_path_factory):
-    with VMLab() as lab:
-        lab.start_vpshosts(2)
-        ports = {name: free_port() for name in SLOTS}
-        lab.set_slots(ports)
-        inventory = tmp_path_factory.mktemp("provision") / "vpshosts.yml"
-        inventory.write_text(yaml.safe_dump({"all": {"hosts": lab.inventory()}}))
-        yield lab, ports, inventory
+    yield from start_vm_lab(tmp_path_factory, SLOTS, "provision")
 
 
 @pytest.fixture
 def slots(vm_lab, tmp_path):
     """A fresh lock database with the four VM slots; every test leaves no domain behind."""
-    from ansible_collections.teuthology.lab.plugins.module_utils.lockdb import Lab
-
-    lab, ports, _ = vm_lab
-    db = f"sqlite:///{tmp_path / 'lab.db'}"
-    handle = Lab(db)
-    for short, vpshost in SLOTS.items():
-        handle.set_node(short + DOMAIN, {"machine_type": "vps", "arch": "x86_64", "vpshost": vpshost,
-                                         "ssh_host": "127.0.0.1", "ssh_port": ports[short]}, actor="admin@lab")
-    extra = tmp_path / "extra.json"
-    extra.write_text(json.dumps({"downburst_authorized_keys": [lab.client_pubkey.read_text().strip()]}))
-    yield handle, db, extra
-    cleanup_domains(names=list(SLOTS))
-    handle.close()
+    yield from slots_database(*vm_lab[:2], SLOTS, tmp_path)
 
 
 def playbook(name, db, extra, inventory, *args, **extra_vars):

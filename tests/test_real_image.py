@@ -22,12 +22,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
-from test_provision import DOMAIN, OWNER, recorded
+from test_provision import OWNER, recorded
 
 from lab import Lab as VMLab
-from lab import cleanup_domains, free_port, guest_ssh, lab_domains, served_host_keys, write_known_hosts
+from lab import guest_ssh, lab_domains, served_host_keys, write_known_hosts
 from support.ansible_run import BIN, REPO, ansible_env, run_playbook
+from support.vm_slots import DOMAIN, slots_database, start_vm_lab
 
 SLOTS = {"vpm401": "vpshost1", "vpm402": "vpshost2"}
 CLOUD = {"lab": {"image": "cloud"}}
@@ -38,32 +38,13 @@ ALL_TYPES = {"ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-rsa"}
 
 @pytest.fixture(scope="module")
 def cloud_lab(tmp_path_factory):
-    with VMLab() as lab:
-        lab.start_vpshosts(2)
-        lab.ensure_cloud_image()
-        ports = {name: free_port() for name in SLOTS}
-        lab.set_slots(ports)
-        inventory = tmp_path_factory.mktemp("real-image") / "vpshosts.yml"
-        inventory.write_text(yaml.safe_dump({"all": {"hosts": lab.inventory()}}))
-        yield lab, ports, inventory
+    yield from start_vm_lab(tmp_path_factory, SLOTS, "real-image", cloud_image=True)
 
 
 @pytest.fixture
 def slots(cloud_lab, tmp_path):
     """A fresh lock database with the two VM slots; every test leaves no domain and no volume behind."""
-    from ansible_collections.teuthology.lab.plugins.module_utils.lockdb import Lab
-
-    lab, ports = cloud_lab[:2]
-    db = f"sqlite:///{tmp_path / 'lab.db'}"
-    handle = Lab(db)
-    for short, vpshost in SLOTS.items():
-        handle.set_node(short + DOMAIN, {"machine_type": "vps", "arch": "x86_64", "vpshost": vpshost,
-                                         "ssh_host": "127.0.0.1", "ssh_port": ports[short]}, actor="admin@lab")
-    extra = tmp_path / "extra.json"
-    extra.write_text(json.dumps({"downburst_authorized_keys": [lab.client_pubkey.read_text().strip()]}))
-    yield handle, db, extra
-    cleanup_domains(names=list(SLOTS))
-    handle.close()
+    yield from slots_database(*cloud_lab[:2], SLOTS, tmp_path)
 
 
 def playbook(name: str, db: str, extra: Path, inventory: Path, **extra_vars):
