@@ -847,7 +847,8 @@ class Lab:
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise LabError(f"count: {count!r} is not a number of nodes (at least 1)")
         types = split_list("machine_type", machine_types)
-        if self.is_postgres and not (request.description is not None and top_up):
+        counts_held = request.description is not None and top_up
+        if self.is_postgres and not counts_held:
             # First, without waiting for anyone: the first type's free nodes that no other
             # transaction holds (SKIP LOCKED). If they are enough, the request is met by the
             # first type, as the rules want; if not, the careful way of _lock_count decides.
@@ -857,7 +858,7 @@ class Lab:
             )
             if taken:
                 return Locked([row.name for row in taken], _by_name(taken), [])
-        return self._run(lambda conn: self._lock_count(conn, count, types, request, top_up))
+        return self._run(lambda conn: self._lock_count(conn, count, types, request, counts_held))
 
     def _lock_names(self, conn: Any, names: list[str], request: _LockRequest, extend_only: bool = False) -> Locked:
         rows = self._select_names(conn, names)
@@ -901,9 +902,9 @@ class Lab:
         self._check_known_types(conn, types, count)
         return self._take_free(conn, types[0], count, request, skip_locked=True)
 
-    def _lock_count(self, conn: Any, count: int, types: list[str], request: _LockRequest, top_up: bool) -> Locked:
+    def _lock_count(self, conn: Any, count: int, types: list[str], request: _LockRequest, counts_held: bool) -> Locked:
+        """``counts_held``: the owner's nodes with the request's description count toward ``count``."""
         self._check_known_types(conn, types, count)
-        counts_held = request.description is not None and top_up
         if self.is_postgres:
             # Lockers of a type one after the other, each reading the pool as the
             # previous one left it; a fixed order, so that no two wait for each other.
